@@ -1,0 +1,222 @@
+"""The production ``Lookup``: DNS queries through dnspython's async resolver.
+
+This is the only module that imports dnspython. It turns the engine's five
+questions into DNS queries and dnspython's answers and exceptions into the
+values and ``DnsError`` subclasses of ``spf_milter.spf.lookup``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Final, TypeVar
+
+import dns.asyncresolver
+import dns.exception
+import dns.name
+import dns.nameserver
+import dns.rdata
+import dns.rdatatype
+import dns.rdtypes.ANY.MX
+import dns.rdtypes.ANY.PTR
+import dns.rdtypes.ANY.TXT
+import dns.rdtypes.IN.A
+import dns.rdtypes.IN.AAAA
+import dns.resolver
+
+from spf_milter.spf.lookup import DnsServerFailure, DnsTimeout
+
+DEFAULT_PORT: Final = 53
+DEFAULT_TIMEOUT: Final = 5.0  # seconds per query, retries included
+# RFC 6891 §6.2.5 leaves the size to the sender; 1232 bytes avoids IP
+# fragmentation on any path (the DNS Flag Day 2020 value, dnspython's default).
+EDNS_PAYLOAD: Final = 1232
+
+R = TypeVar("R", bound=dns.rdata.Rdata)
+V = TypeVar("V")
+
+
+@dataclass(frozen=True, slots=True)
+class Nameserver:
+    """A DNS server to send queries to: an IP address and a port."""
+
+    host: str
+    port: int = DEFAULT_PORT
+
+    def __str__(self) -> str:
+        if ":" in self.host:
+            return f"[{self.host}]:{self.port}"
+        return f"{self.host}:{self.port}"
+
+
+def parse_nameserver(text: str) -> Nameserver:
+    """Parse ``HOST[:PORT]`` (``192.0.2.1``, ``::1``, ``[::1]:5353``) into a Nameserver.
+
+    The host must be an IP address: a resolver cannot look up its own server.
+    Raise ValueError, naming ``text``, if it is not of that form.
+    """
+    host, port_text = _split_host_port(text)
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        raise ValueError(
+            f"nameserver {text!r}: {host!r} is not an IP address"
+        ) from None
+    if text.startswith("[") and address.version != 6:
+        raise ValueError(f"nameserver {text!r}: brackets are for IPv6 addresses only")
+    if port_text is None:
+        return Nameserver(str(address))
+    if not port_text.isdigit() or not 0 < int(port_text) <= 0xFFFF:
+        raise ValueError(f"nameserver {text!r}: port must be a number from 1 to 65535")
+    return Nameserver(str(address), int(port_text))
+
+
+def _split_host_port(text: str) -> tuple[str, str | None]:
+    """Split ``text`` into host and port text (None when there is no port)."""
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"nameserver {text!r}: expected [IPv6] or [IPv6]:PORT")
+        return host, rest[1:] if rest else None
+    if text.count(":") == 1:
+        host, _, port = text.partition(":")
+        return host, port
+    return text, None  # no colon, or a bare IPv6 address (several colons)
+
+
+def _make_resolver(
+    nameservers: Sequence[Nameserver],
+) -> dns.asyncresolver.Resolver:
+    """Return a resolver for ``nameservers``, or the system's if there are none."""
+    try:
+        resolver = dns.asyncresolver.Resolver(configure=not nameservers)
+    except dns.resolver.NoResolverConfiguration as exc:
+        raise ValueError(f"no nameservers given and none configured: {exc}") from exc
+    if nameservers:
+        resolver.nameservers = [
+            dns.nameserver.Do53Nameserver(ns.host, ns.port) for ns in nameservers
+        ]
+    # EDNS0 lets answers up to EDNS_PAYLOAD bytes come over UDP; a larger one
+    # arrives truncated (TC) and dnspython retries it over TCP (RFC 7766 §5).
+    resolver.use_edns(0, 0, EDNS_PAYLOAD)
+    return resolver
+
+
+def _absolute_name(name: str) -> dns.name.Name | None:
+    """Return ``name`` as an absolute DNS name, or None if it cannot be one.
+
+    Labels are taken verbatim (no IDNA, no backslash escapes): the engine
+    hands over names from DNS data and SMTP, which must reach the wire
+    unchanged. Non-ASCII text is sent as its UTF-8 bytes.
+    """
+    labels = name.removesuffix(".").split(".")
+    try:
+        return dns.name.Name([*(_label(label) for label in labels), b""])
+    except (
+        UnicodeEncodeError,
+        dns.name.EmptyLabel,
+        dns.name.LabelTooLong,
+        dns.name.NameTooLong,
+    ):
+        return None
+
+
+def _label(text: str) -> bytes:
+    return text.encode("utf-8", "surrogateescape")
+
+
+def _name_text(name: dns.name.Name) -> str:
+    """Return ``name`` as the engine writes names: verbatim, no trailing dot."""
+    return ".".join(
+        label.decode("utf-8", "surrogateescape") for label in name.labels[:-1]
+    )
+
+
+class DnsLookup:
+    """``Lookup`` over DNS, with a bounded time per query and no cache (yet)."""
+
+    def __init__(
+        self,
+        nameservers: Sequence[Nameserver] = (),
+        timeout: float = DEFAULT_TIMEOUT,
+    ) -> None:
+        self._resolver = _make_resolver(nameservers)
+        self._timeout = timeout
+
+    async def txt(self, name: str) -> list[bytes]:
+        """Return the TXT records of ``name``, each one's strings joined."""
+        records = await self._query(name, dns.rdatatype.TXT)
+        # RFC 7208 §3.3: the strings of one record are joined with no separator.
+        return _select(records, dns.rdtypes.ANY.TXT.TXT, lambda r: b"".join(r.strings))
+
+    async def a(self, name: str) -> list[ipaddress.IPv4Address]:
+        """Return the A records of ``name``."""
+        records = await self._query(name, dns.rdatatype.A)
+        return _select(
+            records, dns.rdtypes.IN.A.A, lambda r: ipaddress.IPv4Address(r.address)
+        )
+
+    async def aaaa(self, name: str) -> list[ipaddress.IPv6Address]:
+        """Return the AAAA records of ``name``."""
+        records = await self._query(name, dns.rdatatype.AAAA)
+        return _select(
+            records,
+            dns.rdtypes.IN.AAAA.AAAA,
+            lambda r: ipaddress.IPv6Address(r.address),
+        )
+
+    async def mx(self, name: str) -> list[str]:
+        """Return the exchanges of ``name``'s MX records, lowest preference first."""
+        records = await self._query(name, dns.rdatatype.MX)
+        mxs = _select(records, dns.rdtypes.ANY.MX.MX, lambda r: r)
+        return [
+            _name_text(mx.exchange) for mx in sorted(mxs, key=lambda r: r.preference)
+        ]
+
+    async def ptr(self, name: str) -> list[str]:
+        """Return the PTR targets of ``name``."""
+        records = await self._query(name, dns.rdatatype.PTR)
+        return _select(records, dns.rdtypes.ANY.PTR.PTR, lambda r: _name_text(r.target))
+
+    async def _query(
+        self, name: str, rdtype: dns.rdatatype.RdataType
+    ) -> Sequence[dns.rdata.Rdata]:
+        """Return the records of ``name``/``rdtype``; empty for NXDOMAIN/NODATA."""
+        qname = _absolute_name(name)
+        if qname is None:
+            # Such a name cannot exist in the DNS (RFC 1035 §2.3.4), so no
+            # server could hold records for it: an empty answer, as for
+            # NXDOMAIN (RFC 7208 §4.3 lets a check end at malformed names).
+            return []
+        try:
+            # dnspython checks its lifetime only between attempts and may
+            # sleep a retry backoff past it; asyncio.timeout makes it a hard bound.
+            async with asyncio.timeout(self._timeout):
+                answer = await self._resolver.resolve(
+                    qname,
+                    rdtype,
+                    search=False,  # SPF names are fully qualified: no search list
+                    lifetime=self._timeout,
+                    raise_on_no_answer=False,
+                )
+        except dns.resolver.NXDOMAIN:
+            return []
+        except (TimeoutError, dns.exception.Timeout) as exc:
+            reason = str(exc) or f"no answer within {self._timeout} s"
+            raise DnsTimeout(name, rdtype.name, reason) from exc
+        except dns.exception.DNSException as exc:
+            # NoNameservers (SERVFAIL, REFUSED, a CNAME loop, a broken
+            # answer), YXDOMAIN: the answer stays unknown.
+            raise DnsServerFailure(name, rdtype.name, str(exc)) from exc
+        return list(answer.rrset or [])
+
+
+def _select(
+    records: Sequence[dns.rdata.Rdata],
+    cls: type[R],
+    convert: Callable[[R], V],
+) -> list[V]:
+    """Convert the records of class ``cls`` (the only class an answer holds)."""
+    return [convert(r) for r in records if isinstance(r, cls)]

@@ -1,0 +1,458 @@
+"""check_host() (RFC 7208 §4): evaluate a domain's SPF record for a client.
+
+One ``_Check`` object lives for one call of check_host() and holds what the
+RFC's limits count (§4.6.4): DNS-querying terms and void lookups across the
+whole evaluation, includes and redirects included. Mechanisms (§5) are one
+small coroutine each; PermError and TempError are raised where a problem is
+found and turned into a result only in check_host().
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, TypeVar
+
+from spf_milter.spf.eager import gather_eagerly, run_eagerly
+from spf_milter.spf.errors import PermError, SpfError, TempError
+from spf_milter.spf.explain import fetch_explanation, sanitise_explanation
+from spf_milter.spf.limits import DEFAULT_LIMITS, Limits
+from spf_milter.spf.lookup import DnsError, Lookup
+from spf_milter.spf.macro import (
+    MacroContext,
+    MacroString,
+    expand,
+    parse_macro_string,
+    truncate_domain,
+)
+from spf_milter.spf.names import (
+    client_macros,
+    is_queryable,
+    normalise_domain,
+    query_name,
+)
+from spf_milter.spf.record import (
+    A,
+    All,
+    Directive,
+    Exists,
+    Include,
+    IpNetwork,
+    Mechanism,
+    Mx,
+    Ptr,
+    Qualifier,
+    Record,
+    is_spf_record,
+    parse_record_cached,
+)
+from spf_milter.spf.result import CheckResult, SpfResult
+from spf_milter.spf.trace import Trace, TracedLookup, printable
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+T = TypeVar("T")
+
+_MASKS4: Final = tuple(((1 << n) - 1) << (32 - n) for n in range(33))
+_MASKS6: Final = tuple(((1 << n) - 1) << (128 - n) for n in range(129))
+
+RESULT_OF: Final = {
+    Qualifier.PASS: SpfResult.PASS,
+    Qualifier.FAIL: SpfResult.FAIL,
+    Qualifier.SOFTFAIL: SpfResult.SOFTFAIL,
+    Qualifier.NEUTRAL: SpfResult.NEUTRAL,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    result: SpfResult
+    mechanism: str | None = None
+    explanation: str | None = None
+
+
+async def check_host(
+    lookup: Lookup,
+    ip: IPAddress,
+    domain: str,
+    sender: str,
+    *,
+    helo: str = "",
+    receiver: str = "unknown",
+    limits: Limits = DEFAULT_LIMITS,
+    trace: Trace | None = None,
+    clock: Callable[[], float] = time.time,
+) -> CheckResult:
+    """Return the SPF result of ``domain`` for a message from ``ip`` (§4).
+
+    ``sender`` is the <sender> of §4.1 ("local-part@domain"; a missing local
+    part is "postmaster"), ``helo`` the HELO/EHLO name for the %{h} macro.
+    Never raises for anything the DNS or the record holds.
+    """
+    if trace is not None:
+        lookup = TracedLookup(lookup, trace)
+    check = _Check(lookup, ip, sender, helo, receiver, limits, trace, clock)
+    try:
+        outcome = await run_eagerly(
+            check.evaluate(domain, explain=True), limits.time_limit
+        )
+    except TimeoutError:
+        problem = f"no result within the time limit of {limits.time_limit:g} s"
+        return check.result(domain, _Outcome(SpfResult.TEMPERROR), problem)
+    except PermError as error:
+        return check.result(domain, _Outcome(SpfResult.PERMERROR), error.problem)
+    except TempError as error:
+        return check.result(domain, _Outcome(SpfResult.TEMPERROR), error.problem)
+    return check.result(domain, outcome, None)
+
+
+class _Check:
+    """The state of one check_host() call: inputs, counters, trace."""
+
+    def __init__(
+        self,
+        lookup: Lookup,
+        ip: IPAddress,
+        sender: str,
+        helo: str,
+        receiver: str,
+        limits: Limits,
+        trace: Trace | None,
+        clock: Callable[[], float],
+    ) -> None:
+        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+            ip = ip.ipv4_mapped  # §5: an IPv4-mapped client is matched as IPv4
+        self.lookup = lookup
+        self.ip = ip
+        self.ip_int = int(ip)
+        self.is_v4 = ip.version == 4
+        self.limits = limits
+        self.trace = trace
+        self.clock = clock
+        self.dns_terms = 0
+        self.void_lookups = 0
+        self.sender = sender
+        self.helo = helo
+        self.receiver = receiver
+        self._context: MacroContext | None = None
+
+    @property
+    def context(self) -> MacroContext:
+        """Return the macro values of this check, built on first use."""
+        if self._context is None:
+            self._context = client_macros(
+                self.ip, self.sender, self.helo, self.receiver
+            )
+        return self._context
+
+    def result(
+        self, domain: str, outcome: _Outcome, problem: str | None
+    ) -> CheckResult:
+        if self.trace is not None:
+            reason = f" ({problem})" if problem else ""
+            self.trace.note(f"result: {outcome.result}{reason}")
+        return CheckResult(
+            result=outcome.result,
+            domain=domain,
+            mechanism=outcome.mechanism,
+            explanation=outcome.explanation,
+            problem=problem,
+            lookups=self.dns_terms,
+            void_lookups=self.void_lookups,
+        )
+
+    def note(self, text: str) -> None:
+        if self.trace is not None:
+            self.trace.note(text)
+
+    # -- check_host() proper (§4.3 - §4.7) ------------------------------------
+
+    async def evaluate(self, domain: str, *, explain: bool) -> _Outcome:
+        """Evaluate ``domain``'s record; NONE when it has none (§4.3, §4.5)."""
+        name = normalise_domain(domain)
+        if name is None:
+            self.note(f"{printable(domain)} is not a valid domain: none")
+            return _Outcome(SpfResult.NONE)
+        record = await self.find_record(name)
+        if record is None:
+            return _Outcome(SpfResult.NONE)
+        ip_int, version = self.ip_int, self.ip.version
+        for directive in record.directives:
+            # ip4, ip6 and all need no DNS: test them inline, they are most terms.
+            mechanism = directive.mechanism
+            if isinstance(mechanism, IpNetwork):
+                hit = (
+                    mechanism.version == version
+                    and ip_int & mechanism.mask == mechanism.network
+                )
+            else:
+                hit = isinstance(mechanism, All) or await self.matches(mechanism, name)
+            if hit:
+                return await self.matched(directive, record, name, explain=explain)
+            if self.trace is not None:
+                self.trace.note(f"{directive.text}: no match")
+        if record.redirect is not None and not record.has_all:
+            return await self.redirect(record.redirect, name, explain=explain)
+        self.note("no mechanism matched: neutral (§4.7)")
+        return _Outcome(SpfResult.NEUTRAL, "default")
+
+    async def find_record(self, name: str) -> Record | None:
+        """Return ``name``'s one SPF record, None if it has none (§4.4, §4.5)."""
+        texts = await self.query(self.lookup.txt, name)
+        records = [text for text in texts if is_spf_record(text)]
+        if not records:
+            self.note(f"{name}: no SPF record")
+            return None
+        if len(records) > 1:
+            raise PermError(f"{name} has {len(records)} SPF records")
+        if self.trace is not None:
+            self.trace.note(f"{name}: record {printable(records[0])}")
+        record = parse_record_cached(records[0])
+        if isinstance(record, PermError):
+            raise PermError(f"{name}: {record.problem}")
+        return record
+
+    async def matched(
+        self, directive: Directive, record: Record, name: str, *, explain: bool
+    ) -> _Outcome:
+        result = RESULT_OF[directive.qualifier]
+        self.note(f"{directive.text}: match, {result}")
+        explanation = None
+        if explain and result is SpfResult.FAIL:
+            explanation = await self.explain(record.explanation, name)
+        return _Outcome(result, directive.text, explanation)
+
+    async def redirect(
+        self, target: MacroString, name: str, *, explain: bool
+    ) -> _Outcome:
+        """Follow ``redirect=`` (§6.1); the target's exp= applies, not ours."""
+        self.count_dns_term()
+        domain = await self.target(target, name)
+        self.note(f"redirect={domain}")
+        outcome = await self.nested(domain, explain=explain)
+        if outcome.result is SpfResult.NONE:
+            raise PermError(f"redirect target {domain} has no SPF record")
+        return outcome
+
+    async def nested(self, domain: str, *, explain: bool) -> _Outcome:
+        if self.trace is None:
+            return await self.evaluate(domain, explain=explain)
+        self.trace.depth += 1
+        try:
+            return await self.evaluate(domain, explain=explain)
+        finally:
+            self.trace.depth -= 1
+
+    # -- mechanisms (§5) ------------------------------------------------------
+
+    async def matches(self, mechanism: Mechanism, name: str) -> bool:
+        """Evaluate a mechanism that needs DNS (§5.2 - §5.5, §5.7)."""
+        match mechanism:
+            case A(domain, cidr4, cidr6):
+                return await self.match_a(domain, name, cidr4, cidr6)
+            case Mx(domain, cidr4, cidr6):
+                return await self.match_mx(domain, name, cidr4, cidr6)
+            case Include(domain):
+                return await self.match_include(domain, name)
+            case Exists(domain):
+                return await self.match_exists(domain, name)
+            case Ptr(domain):
+                return await self.match_ptr(domain, name)
+        raise AssertionError(mechanism)  # ip4, ip6 and all are matched inline
+
+    async def match_include(self, spec: MacroString, name: str) -> bool:
+        """Map the target's result onto match / no match / error (§5.2)."""
+        self.count_dns_term()
+        domain = await self.target(spec, name)
+        if self.trace is not None:
+            self.trace.note(f"include:{domain}")
+        outcome = await self.nested(domain, explain=False)
+        match outcome.result:
+            case SpfResult.PASS:
+                return True
+            case SpfResult.FAIL | SpfResult.SOFTFAIL | SpfResult.NEUTRAL:
+                return False
+            case SpfResult.NONE:
+                raise PermError(f"include target {domain} has no SPF record")
+        raise AssertionError(outcome.result)  # temperror/permerror were raised
+
+    async def match_a(
+        self, spec: MacroString | None, name: str, cidr4: int, cidr6: int
+    ) -> bool:
+        self.count_dns_term()
+        domain = name if spec is None else await self.target(spec, name)
+        addresses = await self.addresses(domain)
+        if not addresses:
+            self.count_void(domain)
+        return self.any_in_network(addresses, cidr4, cidr6)
+
+    async def match_mx(
+        self, spec: MacroString | None, name: str, cidr4: int, cidr6: int
+    ) -> bool:
+        self.count_dns_term()
+        domain = name if spec is None else await self.target(spec, name)
+        exchanges = await self.query(self.lookup.mx, domain)
+        if not exchanges:
+            self.count_void(domain)
+            return False
+        if len(exchanges) > self.limits.max_mx_names:
+            # §4.6.4: more than 10 MX names is a permerror, not a truncation.
+            raise PermError(f"{domain} has {len(exchanges)} MX records, more than 10")
+        # RFC 7505: a null MX ("." as the exchange) has no addresses.
+        hosts = [host for host in exchanges if is_queryable(host)]
+        fetch: Callable[[str], Coroutine[Any, Any, Sequence[IPAddress]]]
+        fetch = self.lookup.a if self.is_v4 else self.lookup.aaaa
+        # The hosts' addresses are independent: ask for them all at once, then
+        # read the answers in order, as a left-to-right evaluation would.
+        answers: list[Sequence[IPAddress] | DnsError]
+        answers = await gather_eagerly([fetch(host) for host in hosts], DnsError)
+        for answer in answers:
+            if isinstance(answer, DnsError):
+                raise TempError(str(answer))
+            if self.any_in_network(answer, cidr4, cidr6):
+                return True
+        return False
+
+    async def match_ptr(self, spec: MacroString | None, name: str) -> bool:
+        """Match validated PTR names at or under the target (§5.5)."""
+        self.count_dns_term()
+        domain = name if spec is None else await self.target(spec, name)
+        names = await self.ptr_names()
+        if names is None:
+            return False  # §5.5: a PTR lookup error means no match
+        if not names:
+            self.count_void(self.ip.reverse_pointer)
+        suffix = "." + domain.lower()
+        candidates = [n for n in names if n.lower() == domain.lower()]
+        candidates += [n for n in names if n.lower().endswith(suffix)]
+        for candidate in candidates:
+            if await self.is_validated(candidate):
+                return True
+        return False
+
+    async def match_exists(self, spec: MacroString, name: str) -> bool:
+        """Match when the target has an A record, whatever the client (§5.7)."""
+        self.count_dns_term()
+        domain = await self.target(spec, name)
+        addresses = await self.query(self.lookup.a, domain)
+        if not addresses:
+            self.count_void(domain)
+        return bool(addresses)
+
+    # -- helpers --------------------------------------------------------------
+
+    def any_in_network(
+        self, addresses: Sequence[IPAddress], cidr4: int, cidr6: int
+    ) -> bool:
+        mask = _MASKS4[cidr4] if self.is_v4 else _MASKS6[cidr6]
+        wanted = self.ip_int & mask
+        for address in addresses:  # noqa: SIM110 - faster than any() on a generator
+            if int(address) & mask == wanted:
+                return True
+        return False
+
+    async def addresses(self, name: str) -> Sequence[IPAddress]:
+        """Return the A or AAAA records of ``name``, as the client's family."""
+        if self.is_v4:
+            return await self.query(self.lookup.a, name)
+        return await self.query(self.lookup.aaaa, name)
+
+    async def ptr_names(self) -> list[str] | None:
+        """Return the client's first 10 PTR names; None on any error (§5.5)."""
+        try:
+            names = await self.lookup.ptr(self.ip.reverse_pointer)
+        except DnsError:
+            return None
+        # §4.6.4: names past the tenth are ignored.
+        return names[: self.limits.max_ptr_names]
+
+    async def is_validated(self, host: str) -> bool:
+        """Return whether ``host`` resolves back to the client (§5.5); errors: no."""
+        try:
+            addresses = await self.addresses(host)
+        except TempError:
+            return False
+        return any(int(address) == self.ip_int for address in addresses)
+
+    async def validated_name(self, domain: str) -> str:
+        """Return the %{p} value: a validated PTR name, ideally under ``domain``."""
+        names = await self.ptr_names() or []
+        validated = [host for host in names if await self.is_validated(host)]
+        suffix = "." + domain.lower()
+        for wanted in (
+            lambda host: host.lower() == domain.lower(),
+            lambda host: host.lower().endswith(suffix),
+            lambda host: True,
+        ):
+            for host in validated:
+                if wanted(host):
+                    return host
+        return "unknown"
+
+    async def query(
+        self, method: Callable[[str], Awaitable[list[T]]], name: str
+    ) -> list[T]:
+        """Run one DNS query; errors become temperror (§5).
+
+        A name that cannot exist in the DNS (an empty or overlong label after
+        macro expansion) is not sent: it has no records.
+        """
+        if not is_queryable(name):
+            self.note(f"{printable(name)} is not a valid DNS name: no records")
+            return []
+        try:
+            return await method(name)
+        except DnsError as error:
+            raise TempError(str(error)) from None
+
+    async def target(self, spec: MacroString, name: str) -> str:
+        """Expand a domain-spec into the name to query (§7.3, §4.8)."""
+        if spec.literal is not None:
+            return query_name(truncate_domain(spec.literal))
+        return query_name(truncate_domain(await self.expand(spec, name)))
+
+    async def expand(self, spec: MacroString, name: str) -> str:
+        context = dataclasses.replace(self.context, domain=name)
+        if "p" in spec.letters:
+            context = dataclasses.replace(
+                context, validated_name=await self.validated_name(name)
+            )
+        if "t" in spec.letters:
+            context = dataclasses.replace(context, timestamp=int(self.clock()))
+        return expand(spec, context)
+
+    def count_dns_term(self) -> None:
+        self.dns_terms += 1
+        if self.dns_terms > self.limits.max_dns_terms:
+            raise PermError(
+                f"more than {self.limits.max_dns_terms} DNS-querying terms (§4.6.4)"
+            )
+
+    def count_void(self, name: str) -> None:
+        self.void_lookups += 1
+        if self.void_lookups > self.limits.max_void_lookups:
+            raise PermError(
+                f"more than {self.limits.max_void_lookups} void lookups (§4.6.4),"
+                f" the last for {name}"
+            )
+
+    # -- explanation (§6.2) ---------------------------------------------------
+
+    async def explain(self, spec: MacroString | None, name: str) -> str:
+        """Return the fail explanation; the default one if exp= is absent or broken."""
+        explain_string = None
+        if spec is not None:
+            try:
+                domain = await self.target(spec, name)
+            except SpfError as error:  # a %{p} lookup went wrong
+                self.note(f"exp: {error.problem}, using the default")
+            else:
+                explain_string = await fetch_explanation(self.lookup, domain, self.note)
+        if explain_string is None:
+            explain_string = parse_macro_string(
+                self.limits.default_explanation, explain=True
+            )
+        text = await self.expand(explain_string, name)
+        return sanitise_explanation(text, self.limits.max_explanation_length)

@@ -1,0 +1,60 @@
+"""The DNS interface the engine is given, and the errors it may raise.
+
+The engine never talks to the network itself. Whoever calls check_host()
+passes an object with these five coroutines; the daemon passes one built on
+dnspython (spf_milter.resolver), tests pass an in-memory zone.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Protocol
+
+
+class DnsError(Exception):
+    """A DNS query failed in a way that makes the answer unknown."""
+
+    def __init__(self, name: str, rdtype: str, reason: str) -> None:
+        super().__init__(f"{rdtype} {name}: {reason}")
+        self.name = name
+        self.rdtype = rdtype
+        self.reason = reason
+
+
+class DnsTimeout(DnsError):
+    """No answer arrived in time."""
+
+
+class DnsServerFailure(DnsError):
+    """The server answered SERVFAIL, REFUSED or another error code."""
+
+
+class Lookup(Protocol):
+    """Asynchronous DNS queries, answered from the client's point of view.
+
+    Names are given without a trailing dot. An empty list means the name
+    does not exist (NXDOMAIN) or has no records of that type (NODATA):
+    RFC 7208 treats both alike and counts both as void lookups (§4.6.4).
+    Implementations follow CNAMEs. Anything else that keeps the answer
+    from being known raises DnsError (DnsTimeout, DnsServerFailure).
+    """
+
+    async def txt(self, name: str) -> list[bytes]:
+        """Return the TXT records of ``name``, each one's strings joined (§3.3)."""
+        ...
+
+    async def a(self, name: str) -> list[ipaddress.IPv4Address]:
+        """Return the A records of ``name``."""
+        ...
+
+    async def aaaa(self, name: str) -> list[ipaddress.IPv6Address]:
+        """Return the AAAA records of ``name``."""
+        ...
+
+    async def mx(self, name: str) -> list[str]:
+        """Return ``name``'s MX exchange names, lowest preference first."""
+        ...
+
+    async def ptr(self, name: str) -> list[str]:
+        """Return the PTR targets of ``name`` (an in-addr.arpa or ip6.arpa name)."""
+        ...

@@ -1,0 +1,155 @@
+"""The official openspf test suites (RFC 7208 and RFC 4408), every case its own id.
+
+Each case runs twice: through check_host() on an in-memory FakeLookup, and
+through ``spf-milter check --json`` talking over UDP/TCP to a real DNS
+server on loopback that serves the same scenario. The suites live in
+../shared/spf-test-suite (see its README for the format and conventions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from dnsserver import DnsServer
+from dnszone import Zone
+from fakelookup import FakeLookup
+from spf_milter import cli
+from spf_milter.spf import Limits
+from spf_milter.verify import check_mail_from
+
+SUITE_DIR = Path(__file__).resolve().parents[3] / "shared" / "spf-test-suite"
+SUITES = {
+    "rfc7208": SUITE_DIR / "rfc7208-tests.yml",
+    "rfc4408": SUITE_DIR / "rfc4408-tests.yml",
+}
+# The reference driver's default explanation is the text "DEFAULT".
+SUITE_LIMITS = Limits(default_explanation="DEFAULT")
+# Through the CLI the default explanation is ours (spf_milter.spf.limits).
+CLI_DEFAULT = "SPF: {domain} does not designate {ip} as a permitted sender"
+# TIMEOUT names never answer: keep the CLI's per-query timeout short.
+CLI_TIMEOUT = "0.5"
+
+# RFC 4408 cases whose outcome RFC 7208 changed. The RFC 7208 suite, which
+# decides (suite README), has its own version of each.
+RFC4408_CHANGED: dict[str, str] = {}
+
+
+@dataclass(frozen=True)
+class Case:
+    suite: str
+    scenario: str
+    name: str
+    zonedata: dict[str, Any]
+    spec: dict[str, Any]
+
+    @property
+    def results(self) -> list[str]:
+        wanted = self.spec["result"]
+        return wanted if isinstance(wanted, list) else [wanted]
+
+
+def _cases() -> Iterator[Any]:
+    for suite, path in SUITES.items():
+        with path.open(encoding="utf-8") as stream:
+            for scenario in yaml.safe_load_all(stream):
+                if not scenario:
+                    continue
+                for name, spec in scenario["tests"].items():
+                    case = Case(
+                        suite,
+                        scenario["description"],
+                        name,
+                        scenario.get("zonedata") or {},
+                        spec,
+                    )
+                    marks = []
+                    reason = RFC4408_CHANGED.get(name) if suite == "rfc4408" else None
+                    if reason:
+                        marks.append(pytest.mark.skip(reason=reason))
+                    yield pytest.param(case, id=f"{suite}/{name}", marks=marks)
+
+
+CASES = list(_cases())
+
+
+def test_suites_are_complete() -> None:
+    counts = {
+        suite: sum(1 for p in CASES if p.values[0].suite == suite) for suite in SUITES
+    }
+    assert counts == {"rfc7208": 203, "rfc4408": 191}
+
+
+def _sender_and_domain(case: Case) -> tuple[str, str]:
+    mailfrom, helo = case.spec["mailfrom"], case.spec["helo"]
+    address = mailfrom or f"postmaster@{helo}"
+    return address, address.rpartition("@")[2]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_in_memory(case: Case) -> None:
+    lookup = FakeLookup(Zone.from_openspf(case.zonedata))
+    checked = asyncio.run(
+        check_mail_from(
+            lookup,
+            ipaddress.ip_address(case.spec["host"]),
+            case.spec["mailfrom"],
+            case.spec["helo"],
+            limits=SUITE_LIMITS,
+        )
+    )
+    result = checked.result
+    assert str(result.result) in case.results, result
+    if "explanation" in case.spec and str(result.result) == "fail":
+        assert result.explanation == case.spec["explanation"]
+
+
+@pytest.fixture(scope="module")
+def suite_server() -> Iterator[DnsServer]:
+    with DnsServer(Zone()) as server:
+        yield server
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", CASES)
+def test_over_dns_with_spf_milter_check(
+    case: Case, suite_server: DnsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    suite_server.zone = Zone.from_openspf(case.zonedata)
+    status = cli.main(
+        [
+            "check",
+            "--ip",
+            case.spec["host"],
+            "--sender",
+            case.spec["mailfrom"],
+            "--helo",
+            case.spec["helo"],
+            "--nameserver",
+            f"127.0.0.1:{suite_server.port}",
+            "--timeout",
+            CLI_TIMEOUT,
+            "--json",
+        ]
+    )
+    assert status == 0
+    output = json.loads(capsys.readouterr().out)
+    assert output["result"] in case.results, output
+    assert output["identity"] == "mailfrom"
+    if "explanation" in case.spec and output["result"] == "fail":
+        expected = case.spec["explanation"]
+        if expected == "DEFAULT":
+            _, domain = _sender_and_domain(case)
+            ip = ipaddress.ip_address(case.spec["host"])
+            if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped:
+                ip = ip.ipv4_mapped
+            expected = CLI_DEFAULT.format(domain=domain, ip=ip)
+        assert output["explanation"] == expected

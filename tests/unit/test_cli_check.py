@@ -1,0 +1,207 @@
+"""``spf-milter check``: arguments, output formats, exit statuses."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dnsserver import DnsServer
+from dnszone import Zone
+from spf_milter import cli
+
+ZONE = """\
+$TTL 300
+$ORIGIN example.org.
+@        TXT "v=spf1 ip4:192.0.2.0/24 include:_spf.example.org -all"
+_spf     TXT "v=spf1 ip6:2001:db8::/32 ~all"
+mail     TXT "v=spf1 a -all"
+mail     A   198.51.100.25
+"""
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[DnsServer]:
+    with DnsServer(Zone.from_text(ZONE)) as dns:
+        yield dns
+
+
+def _run(
+    server: DnsServer, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str, str]:
+    status = cli.main(["check", "--nameserver", f"127.0.0.1:{server.port}", *args])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_json_output_is_the_documented_object(
+    server: DnsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = _run(
+        server,
+        capsys,
+        "--ip",
+        "203.0.113.9",
+        "--sender",
+        "a@example.org",
+        "--helo",
+        "mail.example.org",
+        "--json",
+    )
+    assert status == 0
+    assert json.loads(out) == {
+        "result": "fail",
+        "identity": "mailfrom",
+        "sender": "a@example.org",
+        "domain": "example.org",
+        "mechanism": "-all",
+        "explanation": (
+            "SPF: example.org does not designate 203.0.113.9 as a permitted sender"
+        ),
+        "problem": None,
+        "lookups": 1,
+        "void_lookups": 0,
+    }
+
+
+def test_null_sender_checks_postmaster_at_helo(
+    server: DnsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = _run(
+        server,
+        capsys,
+        "--ip",
+        "198.51.100.25",
+        "--sender",
+        "",
+        "--helo",
+        "mail.example.org",
+        "--json",
+    )
+    result = json.loads(out)
+    assert status == 0
+    assert (result["result"], result["sender"], result["domain"]) == (
+        "pass",
+        "postmaster@mail.example.org",
+        "mail.example.org",
+    )
+
+
+def test_helo_identity(server: DnsServer, capsys: pytest.CaptureFixture[str]) -> None:
+    _, out, _ = _run(
+        server,
+        capsys,
+        "--ip",
+        "192.0.2.1",
+        "--sender",
+        "a@example.org",
+        "--helo",
+        "mail.example.org",
+        "--identity",
+        "helo",
+        "--json",
+    )
+    assert json.loads(out)["identity"] == "helo"
+    assert json.loads(out)["result"] == "fail"
+
+
+def test_human_output_with_trace(
+    server: DnsServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    status, out, _ = _run(
+        server,
+        capsys,
+        "--ip",
+        "2001:db8::1",
+        "--sender",
+        "a@example.org",
+        "--helo",
+        "mail.example.org",
+        "--trace",
+    )
+    assert status == 0
+    assert out.splitlines()[0] == (
+        'dns TXT example.org: "v=spf1 ip4:192.0.2.0/24 include:_spf.example.org -all"'
+    )
+    assert "ip4:192.0.2.0/24: no match" in out
+    assert "  ip6:2001:db8::/32: match, pass" in out
+    assert "include:_spf.example.org: match, pass" in out
+    assert out.rstrip().splitlines()[-3:] == [
+        "pass  (mailfrom 'a@example.org')",
+        "mechanism:   include:_spf.example.org",
+        "lookups:     1 DNS terms, 0 void",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (
+            ["--ip", "not-an-ip", "--sender", "a@b.example", "--helo", "h.example"],
+            "not an IP address",
+        ),
+        (
+            ["--ip", "192.0.2.1", "--sender", "a@b.example", "--helo", ""],
+            "HELO name must not be empty",
+        ),
+        (
+            [
+                "--ip",
+                "192.0.2.1",
+                "--sender",
+                "a@b.example",
+                "--helo",
+                "h",
+                "--nameserver",
+                "x",
+            ],
+            "not an IP address",
+        ),
+        (["--ip", "192.0.2.1", "--helo", "h.example"], "required: --sender"),
+    ],
+    ids=["bad-ip", "empty-helo", "bad-nameserver", "missing-sender"],
+)
+def test_bad_arguments_exit_2_with_one_line(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["check", *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1
+    assert message in err
+
+
+def test_console_script_runs(server: DnsServer) -> None:
+    script = Path(sys.executable).with_name("spf-milter")
+    command = (
+        [str(script)]
+        if script.exists()
+        else [shutil.which("spf-milter") or "spf-milter"]
+    )
+    done = subprocess.run(
+        [
+            *command,
+            "check",
+            "--ip",
+            "192.0.2.7",
+            "--sender",
+            "x@example.org",
+            "--helo",
+            "h.example.org",
+            "--nameserver",
+            f"127.0.0.1:{server.port}",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["result"] == "pass"
