@@ -1,0 +1,368 @@
+"""Load the daemon configuration and the policy into frozen objects.
+
+load_config() reads spf-milter.yaml (every key is described in
+etc/spf-milter.yaml), load_policy() reads policy.yaml and policy.d/, and
+load_all() reads both. Every problem found, not just the first, goes into one
+ConfigError whose lines read ``path:line:col: key.path: message``. The YAML
+itself is read by spf_milter.configyaml, split out of this module for size.
+"""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import re
+from dataclasses import dataclass, replace
+from functools import partial
+from pathlib import Path
+from socket import gethostname
+from typing import Final
+
+from spf_milter.configfields import (
+    TOKEN,
+    Fields,
+    as_absolute_path,
+    as_bool,
+    as_choice,
+    as_mode,
+    as_name,
+    as_network,
+    as_path,
+    as_seconds,
+    as_str,
+    as_text,
+    as_token,
+)
+from spf_milter.configpolicy import load_policy as load_policy
+from spf_milter.configpolicy import read_policy
+from spf_milter.configyaml import ConfigError as ConfigError
+from spf_milter.configyaml import ConfigProblem as ConfigProblem
+from spf_milter.configyaml import Context, Node, quote, read_yaml
+from spf_milter.policy import IPAddress, IPNetwork, Policy
+from spf_milter.resolver import Nameserver, parse_nameserver
+
+MAX_TIMEOUT: Final = 60.0  # seconds, one DNS query
+MAX_TIME_LIMIT: Final = 300.0  # seconds, one SPF check; RFC 7208 §4.6.4 asks ≥ 20
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+class LogLevel(enum.StrEnum):
+    """How much the daemon logs."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+class LogDestination(enum.StrEnum):
+    """Where log lines go."""
+
+    STDERR = "stderr"
+    SYSLOG = "syslog"
+
+
+class SyslogFacility(enum.StrEnum):
+    """The syslog facilities of syslog(3)."""
+
+    AUTH = "auth"
+    AUTHPRIV = "authpriv"
+    CRON = "cron"
+    DAEMON = "daemon"
+    KERN = "kern"
+    LPR = "lpr"
+    MAIL = "mail"
+    NEWS = "news"
+    SYSLOG = "syslog"
+    USER = "user"
+    UUCP = "uucp"
+    LOCAL0 = "local0"
+    LOCAL1 = "local1"
+    LOCAL2 = "local2"
+    LOCAL3 = "local3"
+    LOCAL4 = "local4"
+    LOCAL5 = "local5"
+    LOCAL6 = "local6"
+    LOCAL7 = "local7"
+
+
+class OnError(enum.StrEnum):
+    """What the MTA hears when the milter itself fails (a bug, not an SPF error)."""
+
+    TEMPFAIL = "tempfail"  # 451 4.3.0: the client retries; no mail is lost
+    ACCEPT = "accept"  # let the mail through unchecked
+
+
+@dataclass(frozen=True, slots=True)
+class UnixSocket:
+    """A unix-domain socket the milter listens on (``unix:``/``local:``)."""
+
+    path: Path
+    mode: int = 0o660
+    group: str | None = None
+
+    def connection_string(self) -> str:
+        """Return the libmilter socket spec (smfi_setconn)."""
+        return f"unix:{self.path}"
+
+
+@dataclass(frozen=True, slots=True)
+class InetSocket:
+    """A TCP socket the milter listens on; the address picks inet or inet6."""
+
+    host: IPAddress
+    port: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise ValueError(f"port {self.port} is not between 1 and 65535")
+
+    def connection_string(self) -> str:
+        """Return the libmilter socket spec: ``inet:PORT@HOST``/``inet6:…``."""
+        family = "inet6" if self.host.version == 6 else "inet"
+        return f"{family}:{self.port}@{self.host}"
+
+
+Socket = UnixSocket | InetSocket
+
+
+@dataclass(frozen=True, slots=True)
+class DnsConfig:
+    """DNS servers and time limits."""
+
+    nameservers: tuple[Nameserver, ...] = ()  # empty: the system resolver
+    timeout: float = 5.0  # one query, seconds
+    time_limit: float = 20.0  # one SPF check, seconds (RFC 7208 §4.6.4)
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderConfig:
+    """Which header fields are added, and what they show."""
+
+    receiver: str
+    received_spf: bool = True
+    authentication_results: bool = True
+    hide_receiver: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LogConfig:
+    """Logging."""
+
+    level: LogLevel = LogLevel.INFO
+    destination: LogDestination = LogDestination.STDERR
+    syslog_facility: SyslogFacility = SyslogFacility.MAIL
+    syslog_socket: Path = Path("/dev/log")
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonConfig:
+    """Everything in spf-milter.yaml, validated."""
+
+    socket: Socket
+    user: str | None
+    group: str | None
+    authserv_id: str
+    policy_file: Path
+    policy_dir: Path
+    dns: DnsConfig
+    trusted_networks: tuple[IPNetwork, ...]
+    trust_authenticated: bool
+    headers: HeaderConfig
+    dry_run: bool
+    on_error: OnError
+    log: LogConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Configuration:
+    """The daemon configuration and the policy: what a reload swaps at once."""
+
+    daemon: DaemonConfig
+    policy: Policy
+
+
+DEFAULT_SOCKET: Final[Socket] = UnixSocket(Path("/run/spf-milter/spf-milter.sock"))
+DEFAULT_TRUSTED_NETWORKS: Final = (
+    ipaddress.ip_network("127.0.0.0/8"),
+    ipaddress.ip_network("::1/128"),
+)
+TOP_KEYS: Final = (
+    *("authserv_id", "dns", "dry_run", "group", "headers", "log", "on_error"),
+    *("policy", "policy_dir", "socket", "socket_group", "socket_mode"),
+    *("trust_authenticated", "trusted_networks", "user"),
+)
+DNS_KEYS: Final = ("nameservers", "time_limit", "timeout")
+HEADER_KEYS: Final = (
+    "authentication_results",
+    "hide_receiver",
+    "received_spf",
+    "receiver",
+)
+LOG_KEYS: Final = ("destination", "level", "syslog_facility", "syslog_socket")
+_DNS: Final = DnsConfig()
+_LOG: Final = LogConfig()
+
+
+def _port(text: str) -> int:
+    if not _PORT.fullmatch(text) or not 1 <= int(text) <= 65535:
+        raise ValueError(f"port {quote(text)} is not a number from 1 to 65535")
+    return int(text)
+
+
+def _address(text: str, version: int) -> IPAddress:
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        address = None
+    if address is None or address.version != version:
+        raise ValueError(f"{quote(text)} is not an IPv{version} address")
+    return address
+
+
+def parse_socket(text: str, base_dir: Path) -> Socket:
+    """Parse ``unix:/path``, ``local:/path``, ``inet:PORT@HOST``, ``inet6:PORT@HOST``.
+
+    A relative unix socket path is taken relative to ``base_dir``.
+    """
+    scheme, colon, rest = text.partition(":")
+    if scheme in ("unix", "local") and rest:
+        return UnixSocket(base_dir / rest)
+    port, at, host = rest.partition("@")
+    if scheme not in ("inet", "inet6") or not colon or not at:
+        raise ValueError(
+            f"{quote(text)} is not a milter socket (expected unix:/path,"
+            " inet:PORT@HOST or inet6:PORT@HOST, e.g. inet:8894@127.0.0.1)"
+        )
+    version = 6 if scheme == "inet6" else 4
+    host = host.removeprefix("[").removesuffix("]") if version == 6 else host
+    return InetSocket(_address(host, version), _port(port))
+
+
+def _as_socket(base_dir: Path, node: Node) -> Socket:
+    return parse_socket(as_str(node), base_dir)
+
+
+def _as_nameserver(node: Node) -> Nameserver:
+    return parse_nameserver(as_text(node))  # as written, like as_network
+
+
+def _read_socket(fields: Fields, base_dir: Path) -> Socket:
+    socket = fields.get("socket", partial(_as_socket, base_dir), DEFAULT_SOCKET)
+    if isinstance(socket, UnixSocket):
+        mode = fields.get("socket_mode", as_mode, socket.mode)
+        group = fields.get("socket_group", as_name, socket.group)
+        return replace(socket, mode=mode, group=group)
+    for key in ("socket_mode", "socket_group"):
+        if fields.has(key):
+            fields.report(
+                key, f"applies to unix sockets only, not {socket.connection_string()}"
+            )
+    return socket
+
+
+def _read_dns(fields: Fields) -> DnsConfig:
+    timeout = fields.get("timeout", partial(as_seconds, MAX_TIMEOUT), _DNS.timeout)
+    time_limit = fields.get(
+        "time_limit", partial(as_seconds, MAX_TIME_LIMIT), _DNS.time_limit
+    )
+    if timeout > time_limit and fields.has("timeout"):
+        fields.report(
+            "timeout", f"{timeout:g} is longer than time_limit ({time_limit:g})"
+        )
+    nameservers = fields.items("nameservers", _as_nameserver, _DNS.nameservers)
+    return DnsConfig(nameservers, min(timeout, time_limit), time_limit)
+
+
+def _read_headers(fields: Fields, authserv_id: str) -> HeaderConfig:
+    return HeaderConfig(
+        receiver=fields.get("receiver", as_token, authserv_id),
+        received_spf=fields.get("received_spf", as_bool, True),
+        authentication_results=fields.get("authentication_results", as_bool, True),
+        hide_receiver=fields.get("hide_receiver", as_bool, False),
+    )
+
+
+def _read_log(fields: Fields) -> LogConfig:
+    return LogConfig(
+        level=fields.get("level", as_choice(LogLevel), _LOG.level),
+        destination=fields.get(
+            "destination", as_choice(LogDestination), _LOG.destination
+        ),
+        syslog_facility=fields.get(
+            "syslog_facility", as_choice(SyslogFacility), _LOG.syslog_facility
+        ),
+        syslog_socket=fields.get("syslog_socket", as_absolute_path, _LOG.syslog_socket),
+    )
+
+
+def _read_authserv_id(fields: Fields) -> str:
+    """Return authserv_id, by default the host name.
+
+    socket.getfqdn() is not used: it may query DNS and block start-up.
+    """
+    if fields.has("authserv_id"):
+        return fields.get("authserv_id", as_token, "localhost")  # if refused
+    hostname = gethostname()
+    if TOKEN.fullmatch(hostname):
+        return hostname
+    message = f"the host name {quote(hostname)} is no authserv_id; set authserv_id"
+    fields.context.report(None, message)
+    return "localhost"
+
+
+def read_config(path: Path, problems: list[ConfigProblem]) -> DaemonConfig:
+    """Return the daemon configuration, appending every problem to ``problems``."""
+    context = Context(path, problems)
+    fields = Fields(context, read_yaml(context), TOP_KEYS)
+    base_dir = path.parent
+    authserv_id = _read_authserv_id(fields)
+    return DaemonConfig(
+        socket=_read_socket(fields, base_dir),
+        user=fields.get("user", as_name, None),
+        group=fields.get("group", as_name, None),
+        authserv_id=authserv_id,
+        policy_file=fields.get(
+            "policy", partial(as_path, base_dir), base_dir / "policy.yaml"
+        ),
+        policy_dir=fields.get(
+            "policy_dir", partial(as_path, base_dir), base_dir / "policy.d"
+        ),
+        dns=_read_dns(fields.sub("dns", DNS_KEYS)),
+        trusted_networks=fields.items(
+            "trusted_networks", as_network, DEFAULT_TRUSTED_NETWORKS
+        ),
+        trust_authenticated=fields.get("trust_authenticated", as_bool, True),
+        headers=_read_headers(fields.sub("headers", HEADER_KEYS), authserv_id),
+        dry_run=fields.get("dry_run", as_bool, False),
+        on_error=fields.get("on_error", as_choice(OnError), OnError.TEMPFAIL),
+        log=_read_log(fields.sub("log", LOG_KEYS)),
+    )
+
+
+def load_config(path: Path) -> DaemonConfig:
+    """Load spf-milter.yaml; raise ConfigError listing every problem.
+
+    An empty file gives every default. Relative paths in it (policy,
+    policy_dir, a unix socket) are taken relative to the file's directory,
+    as given: pass an absolute ``path`` if the process changes directory.
+    """
+    problems: list[ConfigProblem] = []
+    config = read_config(path, problems)
+    if problems:
+        raise ConfigError(problems)
+    return config
+
+
+def load_all(config_path: Path) -> Configuration:
+    """Load the daemon configuration and the policy it names.
+
+    Problems in both go into one ConfigError, so ``check-config`` reports
+    everything at once.
+    """
+    problems: list[ConfigProblem] = []
+    daemon = read_config(config_path, problems)
+    policy = read_policy(daemon.policy_file, daemon.policy_dir, problems)
+    if problems:
+        raise ConfigError(problems)
+    return Configuration(daemon, policy)

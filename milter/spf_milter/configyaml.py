@@ -1,0 +1,307 @@
+"""Read YAML into nodes that keep their line and column; collect problems.
+
+Internal to the configuration loaders (config.py, configpolicy.py, through
+configfields.py). Split out of config.py for size, this is the one module
+that imports ``yaml``.
+Scalars are constructed exactly as ``yaml.safe_load`` does (so no Python
+tags); mappings become YamlMap, whose duplicate keys are problems.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import yaml
+
+KeyPath = tuple[str | int, ...]
+
+_MAP_TAG: Final = "tag:yaml.org,2002:map"
+_SEQ_TAG: Final = "tag:yaml.org,2002:seq"
+_MERGE_TAG: Final = "tag:yaml.org,2002:merge"
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_MAX_QUOTED: Final = 60  # characters of a bad value echoed in a message
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """A place in a file: 1-based line and column."""
+
+    line: int
+    col: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigProblem:
+    """One thing wrong in a configuration file, and where."""
+
+    path: Path
+    mark: Mark | None  # None: the file as a whole (unreadable, misnamed)
+    key_path: str  # domains."example.org".mailfrom.fail; "" at the top
+    message: str
+
+    def __str__(self) -> str:
+        where = str(self.path)
+        if self.mark is not None:
+            where += f":{self.mark.line}:{self.mark.col}"
+        if self.key_path:
+            return f"{where}: {self.key_path}: {self.message}"
+        return f"{where}: {self.message}"
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; str() gives one line per problem."""
+
+    def __init__(self, problems: Iterable[ConfigProblem]) -> None:
+        self.problems = _in_file_order(problems)
+        if not self.problems:
+            raise ValueError("a ConfigError needs at least one problem")
+        super().__init__("\n".join(str(problem) for problem in self.problems))
+
+
+def _in_file_order(problems: Iterable[ConfigProblem]) -> tuple[ConfigProblem, ...]:
+    """Sort by line within each file; files stay in the order they were read."""
+    problems = list(problems)
+    files: dict[Path, int] = {}
+    for problem in problems:
+        files.setdefault(problem.path, len(files))
+
+    def place(problem: ConfigProblem) -> tuple[int, int, int]:
+        mark = problem.mark or Mark(0, 0)
+        return (files[problem.path], mark.line, mark.col)
+
+    return tuple(sorted(problems, key=place))
+
+
+@dataclass(frozen=True, slots=True)
+class Scalar:
+    """A scalar: its safe_load value and the text as written ("0660", "yes")."""
+
+    value: object
+    text: str
+    mark: Mark
+
+
+@dataclass(frozen=True, slots=True)
+class YamlList:
+    """A YAML sequence."""
+
+    items: tuple[Node, ...]
+    mark: Mark
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One key of a mapping: the key as written, its place and its value."""
+
+    key: str
+    key_mark: Mark
+    value: Node
+
+
+@dataclass(frozen=True, slots=True)
+class YamlMap:
+    """A YAML mapping without duplicate keys, in file order."""
+
+    entries: tuple[Entry, ...]
+    mark: Mark
+
+
+@dataclass(frozen=True, slots=True)
+class Broken:
+    """A value that could not be read; its problem is already reported."""
+
+    mark: Mark
+
+
+Node = Scalar | YamlList | YamlMap | Broken
+
+
+def render_key_path(path: KeyPath) -> str:
+    """Return ``domains."example.org".mailfrom`` or ``dns.nameservers[0]``."""
+    text = ""
+    for segment in path:
+        if isinstance(segment, int):
+            text += f"[{segment}]"
+            continue
+        name = segment if _PLAIN_KEY.fullmatch(segment) else json.dumps(segment)
+        text += f".{name}" if text else name
+    return text
+
+
+def quote(text: str) -> str:
+    """Return ``'text'`` for a message: escaped to one line, cut if long."""
+    if len(text) > _MAX_QUOTED:
+        text = text[: _MAX_QUOTED - 3] + "..."
+    if text.isprintable() and text.isascii():
+        return f"'{text}'"
+    return json.dumps(text)
+
+
+class Context:
+    """Which file and key are being read, and the list problems go to."""
+
+    __slots__ = ("key_path", "path", "problems")
+
+    def __init__(
+        self, path: Path, problems: list[ConfigProblem], key_path: KeyPath = ()
+    ) -> None:
+        self.path = path
+        self.problems = problems
+        self.key_path = key_path
+
+    def at(self, *segments: str | int) -> Context:
+        """Return the context of a key (or list index) below this one."""
+        return Context(self.path, self.problems, self.key_path + segments)
+
+    def report(self, mark: Mark | None, message: str) -> None:
+        """Record a problem at ``mark`` under this key path."""
+        key_path = render_key_path(self.key_path)
+        self.problems.append(ConfigProblem(self.path, mark, key_path, message))
+
+
+def _mark(mark: yaml.Mark | None) -> Mark:
+    return Mark(1, 1) if mark is None else Mark(mark.line + 1, mark.column + 1)
+
+
+class MarkedLoader(yaml.SafeLoader):
+    """A SafeLoader whose document keeps every key's and value's place."""
+
+    def __init__(self, text: str, context: Context) -> None:
+        super().__init__(text)
+        self._context = context
+        self._done: dict[int, Node] = {}  # by id(): aliases are converted once
+        self._active: set[int] = set()
+
+    def read_document(self) -> Node | None:
+        """Return the single document as nodes, None if it is empty."""
+        node = self.get_single_node()
+        return None if node is None else self._convert(node, self._context)
+
+    def _convert(self, node: yaml.Node, context: Context) -> Node:
+        done = self._done.get(id(node))
+        if done is not None:
+            return done
+        if id(node) in self._active:
+            context.report(_mark(node.start_mark), "an alias may not contain itself")
+            return Broken(_mark(node.start_mark))
+        self._active.add(id(node))
+        try:
+            result = self._convert_new(node, context)
+        finally:
+            self._active.discard(id(node))
+        self._done[id(node)] = result
+        return result
+
+    def _convert_new(self, node: yaml.Node, context: Context) -> Node:
+        mark = _mark(node.start_mark)
+        if isinstance(node, yaml.ScalarNode):
+            return self._scalar(node, context)
+        if isinstance(node, yaml.SequenceNode) and node.tag == _SEQ_TAG:
+            items = (
+                self._convert(item, context.at(i)) for i, item in enumerate(node.value)
+            )
+            return YamlList(tuple(items), mark)
+        if isinstance(node, yaml.MappingNode) and node.tag == _MAP_TAG:
+            return YamlMap(self._entries(node, context), mark)
+        context.report(mark, f"unsupported YAML tag {quote(node.tag)}")
+        return Broken(mark)
+
+    def _scalar(self, node: yaml.ScalarNode, context: Context) -> Node:
+        mark = _mark(node.start_mark)
+        if node.tag not in self.yaml_constructors:
+            context.report(mark, f"unsupported YAML tag {quote(node.tag)}")
+            return Broken(mark)
+        try:
+            value = self.construct_object(node, deep=True)
+        except (yaml.YAMLError, ValueError) as exc:
+            problem = exc.problem if isinstance(exc, yaml.MarkedYAMLError) else exc
+            context.report(mark, f"invalid {node.tag} value: {problem}")
+            return Broken(mark)
+        return Scalar(value, node.value, mark)
+
+    def _entries(self, node: yaml.MappingNode, context: Context) -> tuple[Entry, ...]:
+        entries: dict[str, Entry] = {}
+        merged: list[Entry] = []
+        for key_node, value_node in node.value:
+            key_mark = _mark(key_node.start_mark)
+            if key_node.tag == _MERGE_TAG:
+                merged.extend(self._merged(value_node, context))
+            elif not isinstance(key_node, yaml.ScalarNode):
+                context.report(key_mark, "a key must be a string, not a collection")
+            elif key_node.value in entries:
+                first = entries[key_node.value].key_mark
+                context.report(
+                    key_mark,
+                    f"duplicate key {quote(key_node.value)}"
+                    f" (first at line {first.line}, column {first.col})",
+                )
+            else:
+                value = self._convert(value_node, context.at(key_node.value))
+                entries[key_node.value] = Entry(key_node.value, key_mark, value)
+        for entry in merged:  # YAML merge keys: explicit keys win, then first
+            entries.setdefault(entry.key, entry)
+        return tuple(entries.values())
+
+    def _merged(self, node: yaml.Node, context: Context) -> list[Entry]:
+        sources = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        entries: list[Entry] = []
+        for source in sources:
+            converted = self._convert(source, context)
+            if isinstance(converted, YamlMap):
+                entries.extend(converted.entries)
+            else:
+                context.report(converted.mark, "'<<' can only merge mappings")
+        return entries
+
+
+def _text_mark(text: str, index: int) -> Mark:
+    line_start = text.rfind("\n", 0, index) + 1
+    return Mark(text.count("\n", 0, index) + 1, index - line_start + 1)
+
+
+def _syntax_message(exc: yaml.MarkedYAMLError) -> str:
+    message = f"invalid YAML: {exc.problem or exc.context}"
+    if exc.context and exc.problem and exc.context_mark is not None:
+        place = _mark(exc.context_mark)
+        message += f" ({exc.context} at line {place.line}, column {place.col})"
+    return message
+
+
+def read_yaml(context: Context) -> Node | None:
+    """Return the document in ``context.path`` as nodes.
+
+    Return None for an empty document and for an unreadable file or invalid
+    YAML, whose problem is then reported.
+    """
+    try:
+        data = context.path.read_bytes()
+    except OSError as exc:
+        context.report(None, f"cannot read file: {exc.strerror or exc}")
+        return None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        before = data[: exc.start].decode("utf-8", errors="replace")
+        mark = _text_mark(before, len(before))
+        context.report(mark, f"not UTF-8: byte 0x{data[exc.start]:02x}")
+        return None
+    try:
+        loader = MarkedLoader(text, context)
+    except yaml.reader.ReaderError as exc:
+        mark = _text_mark(text, exc.position)
+        context.report(
+            mark, f"invalid YAML: character U+{exc.character:04X} is not allowed"
+        )
+        return None
+    try:
+        return loader.read_document()
+    except yaml.MarkedYAMLError as exc:
+        context.report(_mark(exc.problem_mark), _syntax_message(exc))
+        return None
+    finally:
+        loader.dispose()
