@@ -3,24 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
-import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
-from spf_milter import __version__
-from spf_milter.resolver import DnsLookup, Nameserver, parse_nameserver
-from spf_milter.spf import Identity, Limits, Trace
-from spf_milter.verify import (
-    IdentityCheck,
-    check_helo,
-    check_mail_from,
-    parse_mail_from,
-)
+from spf_milter import __version__, checkcmd, daemon
+from spf_milter.config import ConfigError, load_all
+from spf_milter.resolver import Nameserver, parse_nameserver
+from spf_milter.spf import Identity
 
 EX_USAGE = 2
+DEFAULT_CONFIG = Path("/etc/spf-milter/spf-milter.yaml")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -109,73 +104,73 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--trace", action="store_true", help="show each term and DNS query"
     )
+    check.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="also apply this daemon configuration and its policy: print the"
+        " action, the SMTP reply and the header fields the daemon would produce",
+    )
+    check.add_argument(
+        "--rcpt",
+        metavar="ADDRESS",
+        help="with --config: the recipient whose domain's policy applies",
+    )
+    run = commands.add_parser(
+        "run",
+        help="run the milter daemon in the foreground",
+        description="Run the milter: serve the MTA on the configured socket until "
+        "SIGTERM. SIGHUP reloads the configuration and the policy.",
+    )
+    run.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        metavar="FILE",
+        help=f"daemon configuration (default: {DEFAULT_CONFIG})",
+    )
+    check_config = commands.add_parser(
+        "check-config",
+        help="validate the configuration and every policy file",
+        description="Load the configuration and the policy as the daemon would; "
+        "print each problem as FILE:LINE:COLUMN: message. Exit 0 if all is "
+        "well, 78 otherwise.",
+    )
+    check_config.add_argument(
+        "--config",
+        type=Path,
+        default=DEFAULT_CONFIG,
+        metavar="FILE",
+        help=f"daemon configuration (default: {DEFAULT_CONFIG})",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; return the exit status."""
-    args = build_parser().parse_args(argv)
-    if args.command == "check":
-        return _check(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    match args.command:
+        case "check":
+            if args.rcpt is not None and args.config is None:
+                parser.error("--rcpt needs --config")
+            return checkcmd.run(args)
+        case "run":
+            return daemon.run(args.config.absolute())
+        case "check-config":
+            return _check_config(args.config.absolute())
     raise AssertionError(args.command)  # argparse allows only known commands
 
 
-def _check(args: argparse.Namespace) -> int:
-    lookup = DnsLookup(args.nameserver, timeout=args.timeout)
-    limits = Limits(time_limit=args.time_limit)
-    trace = Trace() if args.trace else None
-    if args.identity == Identity.HELO:
-        coro = check_helo(
-            lookup,
-            args.ip,
-            args.helo,
-            receiver=args.receiver,
-            limits=limits,
-            trace=trace,
-        )
-    else:
-        coro = check_mail_from(
-            lookup,
-            args.ip,
-            parse_mail_from(args.sender),
-            args.helo,
-            receiver=args.receiver,
-            limits=limits,
-            trace=trace,
-        )
-    checked = asyncio.run(coro)
-    if trace is not None:
-        print("\n".join(trace.render()), file=sys.stderr if args.json else sys.stdout)
-    if args.json:
-        print(json.dumps(_as_json(checked)))
-    else:
-        print(_as_text(checked))
+def _check_config(path: Path) -> int:
+    try:
+        configuration = load_all(path)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return daemon.EX_CONFIG
+    policy = configuration.policy
+    print(
+        f"{path}: OK ({len(policy.domains)} domain rules besides the default,"
+        f" socket {configuration.daemon.socket.connection_string()})"
+    )
     return 0
-
-
-def _as_json(checked: IdentityCheck) -> dict[str, object]:
-    result = checked.result
-    return {
-        "result": str(result.result),
-        "identity": str(checked.identity),
-        "sender": checked.sender,
-        "domain": result.domain,
-        "mechanism": result.mechanism,
-        "explanation": result.explanation,
-        "problem": result.problem,
-        "lookups": result.lookups,
-        "void_lookups": result.void_lookups,
-    }
-
-
-def _as_text(checked: IdentityCheck) -> str:
-    result = checked.result
-    lines = [f"{result.result}  ({checked.identity} {checked.sender!r})"]
-    if result.mechanism:
-        lines.append(f"mechanism:   {result.mechanism}")
-    if result.problem:
-        lines.append(f"problem:     {result.problem}")
-    if result.explanation:
-        lines.append(f"explanation: {result.explanation}")
-    lines.append(f"lookups:     {result.lookups} DNS terms, {result.void_lookups} void")
-    return "\n".join(lines)

@@ -9,6 +9,7 @@ into check_host() calls; it knows nothing of milters or policies.
 from __future__ import annotations
 
 import ipaddress
+import time
 from dataclasses import dataclass
 
 from spf_milter.spf import CheckResult, Identity, Limits, Lookup, Trace, check_host
@@ -24,6 +25,7 @@ class IdentityCheck:
     identity: Identity
     sender: str
     result: CheckResult
+    elapsed_ms: float = 0.0  # how long the check took
 
 
 def parse_mail_from(argument: str) -> str:
@@ -59,6 +61,7 @@ async def check_helo(
 ) -> IdentityCheck:
     """Check the HELO identity (§2.3); an address literal gives "none"."""
     sender = f"postmaster@{helo}"
+    started = time.monotonic()
     result = await check_host(
         lookup,
         ip,
@@ -69,7 +72,7 @@ async def check_helo(
         limits=limits,
         trace=trace,
     )
-    return IdentityCheck(Identity.HELO, sender, result)
+    return IdentityCheck(Identity.HELO, sender, result, _ms_since(started))
 
 
 async def check_mail_from(
@@ -85,6 +88,7 @@ async def check_mail_from(
     """Check the MAIL FROM identity (§2.4); ``address`` "" is the null sender."""
     sender = mail_from_sender(address, helo)
     domain = sender.rpartition("@")[2]
+    started = time.monotonic()
     result = await check_host(
         lookup,
         ip,
@@ -95,4 +99,8 @@ async def check_mail_from(
         limits=limits,
         trace=trace,
     )
-    return IdentityCheck(Identity.MAILFROM, sender, result)
+    return IdentityCheck(Identity.MAILFROM, sender, result, _ms_since(started))
+
+
+def _ms_since(started: float) -> float:
+    return (time.monotonic() - started) * 1000

@@ -1,0 +1,170 @@
+"""``spf-milter run``: the daemon's life from start to stop.
+
+Start-up: load and validate the configuration (exit 78 on any problem),
+set up logging, start the event loop, open the milter socket, give it its
+mode and group, drop privileges, serve. libmilter runs in its own thread;
+the main thread handles the signals: SIGHUP reloads the configuration and
+policy (an invalid file keeps the old ones), SIGTERM and SIGINT stop.
+"""
+
+from __future__ import annotations
+
+import grp
+import logging
+import os
+import pwd
+import signal
+import sys
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Final
+
+from spf_milter import __version__, callbacks, logsetup
+from spf_milter.config import ConfigError, DaemonConfig, UnixSocket, load_all
+from spf_milter.eventloop import EventLoop
+from spf_milter.service import Service, Settings
+
+log = logging.getLogger(__name__)
+
+EX_OK: Final = 0
+EX_SOFTWARE: Final = 70
+EX_CONFIG: Final = 78  # sysexits.h: configuration error
+JOIN_INTERVAL: Final = 0.5  # seconds; the main thread wakes up for signals
+
+
+class StartupError(Exception):
+    """The daemon cannot start: the message says why."""
+
+
+def run(config_path: Path) -> int:
+    """Run the daemon until SIGTERM/SIGINT; return the exit status."""
+    try:
+        configuration = load_all(config_path)
+    except ConfigError as error:
+        print(error, file=sys.stderr)
+        return EX_CONFIG
+    daemon = configuration.daemon
+    logsetup.configure(daemon.log)
+    try:
+        settings = Settings.from_configuration(configuration)
+    except ValueError as error:
+        log.error("cannot start: %s", error)
+        return EX_CONFIG
+    try:
+        privileges = resolve_privileges(daemon)
+        _prepare_socket_directory(daemon)
+    except (StartupError, OSError) as error:
+        log.error("cannot start: %s", error)
+        return EX_CONFIG
+    loop = EventLoop()
+    loop.start()
+    service = Service(config_path, settings, loop)
+    try:
+        return _serve(service, daemon, privileges)
+    finally:
+        loop.stop()
+
+
+def _serve(service: Service, daemon: DaemonConfig, privileges: Privileges) -> int:
+    failure: list[BaseException] = []
+
+    def serve() -> None:
+        try:
+            callbacks.serve(
+                service,
+                daemon.socket.connection_string(),
+                after_open=lambda: _after_open(daemon, privileges),
+            )
+        except BaseException as error:  # noqa: BLE001 - reported by the main thread
+            failure.append(error)
+
+    thread = threading.Thread(target=serve, name="libmilter")
+    _install_signal_handlers(service)
+    log.info(
+        "spf-milter %s listening on %s", __version__, daemon.socket.connection_string()
+    )
+    thread.start()
+    while thread.is_alive():
+        thread.join(JOIN_INTERVAL)
+    if failure:
+        log.error(
+            "cannot serve on %s: %s", daemon.socket.connection_string(), failure[0]
+        )
+        return EX_SOFTWARE
+    log.info("stopped")
+    return EX_OK
+
+
+def _install_signal_handlers(service: Service) -> None:
+    def reload(signum: int, frame: FrameType | None) -> None:
+        log.info("SIGHUP: reloading the configuration")
+        service.reload()
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        callbacks.stop()
+
+    signal.signal(signal.SIGHUP, reload)
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+
+
+@dataclass(frozen=True, slots=True)
+class Privileges:
+    """Who the daemon becomes after opening its socket, and the socket's group."""
+
+    user: str | None
+    uid: int | None
+    gid: int | None
+    socket_gid: int | None
+
+
+def resolve_privileges(daemon: DaemonConfig) -> Privileges:
+    """Look up the configured user and groups; StartupError if one is unknown."""
+    try:
+        user = pwd.getpwnam(daemon.user) if daemon.user else None
+    except KeyError:
+        raise StartupError(f"user {daemon.user!r} does not exist") from None
+    try:
+        gid = grp.getgrnam(daemon.group).gr_gid if daemon.group else None
+        socket = daemon.socket
+        socket_group = socket.group if isinstance(socket, UnixSocket) else None
+        socket_gid = grp.getgrnam(socket_group).gr_gid if socket_group else None
+    except KeyError as error:
+        raise StartupError(f"group {error.args[0]} does not exist") from None
+    if user is not None and gid is None:
+        gid = user.pw_gid
+    uid = user.pw_uid if user else None
+    return Privileges(daemon.user, uid, gid, socket_gid)
+
+
+def _prepare_socket_directory(daemon: DaemonConfig) -> None:
+    socket = daemon.socket
+    if isinstance(socket, UnixSocket) and not socket.path.parent.exists():
+        socket.path.parent.mkdir(mode=0o755, parents=True)
+        log.info("created %s", socket.path.parent)
+
+
+def _after_open(daemon: DaemonConfig, privileges: Privileges) -> None:
+    """Give a unix socket its mode and group, then drop privileges."""
+    socket = daemon.socket
+    if isinstance(socket, UnixSocket):
+        owner = privileges.uid if privileges.uid is not None else -1
+        group = privileges.socket_gid if privileges.socket_gid is not None else -1
+        if owner != -1 or group != -1:
+            os.chown(socket.path, owner, group)
+        socket.path.chmod(socket.mode)
+    if privileges.uid is None or privileges.user is None:
+        if os.geteuid() == 0:
+            log.warning("running as root: set user (and group) in the configuration")
+        return
+    gid = privileges.gid if privileges.gid is not None else os.getegid()
+    os.setgroups([])
+    os.initgroups(privileges.user, gid)
+    os.setgid(gid)
+    os.setuid(privileges.uid)
+    log.info(
+        "running as user %s (uid %d, gid %d)", privileges.user, privileges.uid, gid
+    )

@@ -1,0 +1,88 @@
+"""The running milter's shared state: one configuration snapshot at a time.
+
+A ``Settings`` object bundles everything a connection needs that comes from
+the configuration: the daemon config, the policy, the DNS lookup and the
+engine's limits. A reload builds a whole new Settings and swaps one
+reference; a connection keeps the snapshot it started with, so nothing
+changes under a transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from spf_milter.config import ConfigError, Configuration, DaemonConfig, load_all
+from spf_milter.eventloop import EventLoop
+from spf_milter.policy import Policy
+from spf_milter.resolver import DnsLookup
+from spf_milter.spf import Limits, Lookup
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """One immutable snapshot of the configuration, ready to use."""
+
+    config: DaemonConfig
+    policy: Policy
+    lookup: Lookup
+    limits: Limits
+
+    @classmethod
+    def from_configuration(
+        cls, configuration: Configuration, lookup: Lookup | None = None
+    ) -> Settings:
+        """Build the snapshot; ``lookup`` overrides the DNS (tests, benchmarks)."""
+        daemon = configuration.daemon
+        if lookup is None:
+            lookup = DnsLookup(daemon.dns.nameservers, timeout=daemon.dns.timeout)
+        return cls(
+            config=daemon,
+            policy=configuration.policy,
+            lookup=lookup,
+            limits=Limits(time_limit=daemon.dns.time_limit),
+        )
+
+    @property
+    def wait_limit(self) -> float:
+        """Seconds a callback waits for a check: its time limit and a margin."""
+        return self.limits.time_limit + 5.0
+
+
+class Service:
+    """The event loop and the current Settings, reloadable from the files."""
+
+    def __init__(self, config_path: Path, settings: Settings, loop: EventLoop) -> None:
+        self.config_path = config_path
+        self.loop = loop
+        self._settings = settings
+        self._lock = threading.Lock()
+
+    @property
+    def settings(self) -> Settings:
+        """Return the current snapshot."""
+        return self._settings
+
+    def reload(self) -> bool:
+        """Reread the configuration and policy; keep the old ones on any error."""
+        try:
+            configuration = load_all(self.config_path)
+            settings = Settings.from_configuration(configuration)
+        except ConfigError as error:
+            for line in str(error).splitlines():
+                log.error("reload: %s", line)
+            log.error("reload failed: still using the previous configuration")
+            return False
+        except ValueError as error:  # e.g. no nameserver configured at all
+            log.error(
+                "reload failed: %s; still using the previous configuration", error
+            )
+            return False
+        with self._lock:
+            self._settings = settings
+        log.info("reloaded %s and the policy", self.config_path)
+        return True

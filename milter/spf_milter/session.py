@@ -1,0 +1,69 @@
+"""What the milter knows about one SMTP connection and its current transaction.
+
+As in an SMTP server, the connection holds what lasts for the session (the
+client, the HELO name and its check) and a Transaction holds what lasts
+from MAIL FROM to the end of the message; a new MAIL FROM or an RSET
+replaces the whole Transaction object, so nothing leaks between messages.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import enum
+import ipaddress
+import logging
+from dataclasses import dataclass, field
+
+from spf_milter.policy import Decision
+from spf_milter.service import Settings
+from spf_milter.verify import IdentityCheck
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+CheckFuture = concurrent.futures.Future[IdentityCheck]
+
+
+class Skip(enum.StrEnum):
+    """Why a client is not checked at all."""
+
+    TRUSTED = "trusted network"
+    AUTHENTICATED = "authenticated"
+    NO_ADDRESS = "no client address"
+
+
+@dataclass(slots=True)
+class RecipientDecision:
+    """The policy decision made for one recipient."""
+
+    recipient: str
+    domain: str
+    decision: Decision
+    logged: bool = False
+
+
+@dataclass(slots=True)
+class Transaction:
+    """One message: MAIL FROM to end of message."""
+
+    mail_from: str  # the address; "" for the null sender
+    skip: Skip | None = None
+    mailfrom_check: CheckFuture | None = None
+    decisions: list[RecipientDecision] = field(default_factory=list)
+    auth_results_seen: int = 0  # Authentication-Results fields so far
+    forged: list[int] = field(default_factory=list)  # 1-based indices of ours
+    quarantine: str | None = None
+
+
+@dataclass(slots=True)
+class Connection:
+    """One SMTP client connection, as the MTA describes it."""
+
+    id: int
+    settings: Settings
+    log: logging.LoggerAdapter[logging.Logger]
+    client_ip: IPAddress | None
+    client_name: str
+    skip: Skip | None = None
+    helo: str = ""
+    helo_check: CheckFuture | None = None
+    transaction: Transaction | None = None
+    queue_id: str = ""

@@ -1,0 +1,131 @@
+"""Run the real ``spf-milter run`` daemon as a subprocess, as a user would.
+
+``MilterDaemon`` writes a configuration and a policy into a work directory,
+starts the console script, waits until the socket accepts connections and
+stops it with SIGTERM (SIGKILL after a bound). Its stderr log is kept in a
+file so tests can read what the daemon logged.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import TracebackType
+
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 10.0  # libmilter may take ~6 s to leave after SIGTERM
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def console_script() -> str:
+    """Return the installed ``spf-milter`` script next to this Python."""
+    script = Path(sys.executable).with_name("spf-milter")
+    return (
+        str(script) if script.exists() else shutil.which("spf-milter") or "spf-milter"
+    )
+
+
+class MilterDaemon:
+    """The daemon on ``inet:PORT@127.0.0.1`` with the given config and policy."""
+
+    def __init__(
+        self, work_dir: Path, *, config: str, policy: str, nameserver: str
+    ) -> None:
+        self.work_dir = work_dir
+        self.port = free_port()
+        self.config_path = work_dir / "spf-milter.yaml"
+        self.policy_path = work_dir / "policy.yaml"
+        self.log_path = work_dir / "daemon.log"
+        (work_dir / "policy.d").mkdir(parents=True, exist_ok=True)
+        self.config_path.write_text(
+            f"socket: inet:{self.port}@127.0.0.1\n"
+            f'dns:\n  nameservers: ["{nameserver}"]\n  timeout: 1\n  time_limit: 3\n'
+            + config
+        )
+        self.policy_path.write_text(policy)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def milter_spec(self) -> str:
+        """Return the socket as Postfix's smtpd_milters spells it."""
+        return f"inet:127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [console_script(), "run", "--config", str(self.config_path)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"spf-milter exited at start:\n{self.log()}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                    return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"spf-milter did not listen within {START_TIMEOUT} s")
+
+    def signal(self, signum: int) -> None:
+        if self.process is not None:
+            self.process.send_signal(signum)
+
+    def reload(self) -> None:
+        """Send SIGHUP and wait until the daemon has logged the outcome."""
+        marks = self.log().count("reload")
+        self.signal(signal.SIGHUP)
+        self.wait_for_log(lambda text: text.count("reload") > marks)
+
+    def wait_for_log(self, predicate: object, timeout: float = 5.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.log()
+            if callable(predicate) and predicate(text):
+                return text
+            time.sleep(0.05)
+        raise AssertionError(f"log condition not met within {timeout} s:\n{self.log()}")
+
+    def stop(self) -> int | None:
+        if self.process is None:
+            return None
+        process, self.process = self.process, None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(STOP_TIMEOUT)
+        return process.returncode
+
+    def log(self) -> str:
+        return (
+            self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+        )
+
+    def __enter__(self) -> MilterDaemon:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()

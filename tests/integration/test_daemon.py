@@ -1,0 +1,99 @@
+"""The daemon and check-config as installed console scripts, without an MTA."""
+
+from __future__ import annotations
+
+import signal
+import stat
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from daemon import MilterDaemon, console_script
+
+pytestmark = pytest.mark.integration
+
+
+def _run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [console_script(), *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_check_config_accepts_the_shipped_samples() -> None:
+    sample = Path(__file__).resolve().parents[2] / "etc" / "spf-milter.yaml"
+    done = _run("check-config", "--config", str(sample))
+    assert done.returncode == 0, done.stderr
+    assert "OK" in done.stdout
+
+
+def test_check_config_names_file_line_and_key_of_each_error(tmp_path: Path) -> None:
+    (tmp_path / "spf-milter.yaml").write_text(
+        "socket: inet:8894@127.0.0.1\ndry_rn: true\n"
+    )
+    (tmp_path / "policy.yaml").write_text("default:\n  mailfrom:\n    fail: rejct\n")
+    done = _run("check-config", "--config", str(tmp_path / "spf-milter.yaml"))
+    assert done.returncode == 78
+    lines = done.stderr.strip().splitlines()
+    assert lines[0].startswith(
+        f"{tmp_path}/spf-milter.yaml:2:1: unknown key 'dry_rn'; did you mean 'dry_run'?"
+    )
+    assert lines[1] == (
+        f"{tmp_path}/policy.yaml:3:11: default.mailfrom.fail: unknown action 'rejct'"
+        " (expected accept, reject, defer, quarantine)"
+    )
+
+
+def test_run_refuses_an_invalid_configuration(tmp_path: Path) -> None:
+    (tmp_path / "spf-milter.yaml").write_text("socket: inet:99999@127.0.0.1\n")
+    done = _run("run", "--config", str(tmp_path / "spf-milter.yaml"))
+    assert done.returncode == 78
+    assert "spf-milter.yaml:1:9: socket:" in done.stderr
+
+
+def test_unix_socket_gets_its_mode_and_sigterm_stops_cleanly(tmp_path: Path) -> None:
+    tmp_path.chmod(0o755)
+    socket_path = tmp_path / "run" / "spf-milter.sock"
+    config = tmp_path / "spf-milter.yaml"
+    config.write_text(f'socket: unix:{socket_path}\nsocket_mode: "0666"\n')
+    (tmp_path / "policy.yaml").write_text("")
+    process = subprocess.Popen(
+        [console_script(), "run", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 10
+        while not socket_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert socket_path.exists()
+        assert stat.S_IMODE(socket_path.stat().st_mode) == 0o666
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0
+    assert "SIGTERM: stopping" in output
+    assert "stopped" in output
+
+
+def test_sighup_with_a_broken_policy_keeps_the_old_one(tmp_path: Path) -> None:
+    with MilterDaemon(
+        tmp_path, config="", policy="", nameserver="127.0.0.1:9"
+    ) as daemon:
+        daemon.policy_path.write_text("default:\n  mailfrom:\n    fail: rejct\n")
+        daemon.reload()
+        text = daemon.wait_for_log(lambda t: "reload failed" in t)
+        assert "policy.yaml:3:11: default.mailfrom.fail: unknown action 'rejct'" in text
+        daemon.policy_path.write_text("default:\n  mailfrom:\n    fail: defer\n")
+        daemon.reload()
+        daemon.wait_for_log(lambda t: "reloaded" in t)
+        assert daemon.process is not None
+        assert daemon.process.poll() is None
