@@ -205,3 +205,92 @@ def test_console_script_runs(server: DnsServer) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["result"] == "pass"
+
+
+def _policy_config(tmp_path: Path, server: DnsServer) -> Path:
+    (tmp_path / "spf-milter.yaml").write_text(
+        "socket: inet:8894@127.0.0.1\n"
+        "authserv_id: mx.test.example\n"
+        "headers:\n  hide_receiver: true\n"
+        f'dns:\n  nameservers: ["127.0.0.1:{server.port}"]\n'
+    )
+    (tmp_path / "policy.yaml").write_text(
+        "domains:\n  strict.example:\n    mailfrom:\n      softfail: reject\n"
+    )
+    return tmp_path / "spf-milter.yaml"
+
+
+def test_check_with_config_shows_the_daemons_reply_and_headers(
+    server: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _policy_config(tmp_path, server)
+    status = cli.main(
+        [
+            "check",
+            "--config",
+            str(config),
+            "--ip",
+            "203.0.113.9",
+            "--sender",
+            "a@example.org",
+            "--helo",
+            "mail.example.org",
+            "--rcpt",
+            "b@example.com",
+            "--json",
+        ]
+    )
+    report = json.loads(capsys.readouterr().out)
+    assert status == 0
+    assert report["rule"] == "default"
+    assert report["action"] == "reject"
+    assert report["reply"] == (
+        "550 5.7.23 SPF: example.org does not designate 203.0.113.9 as a permitted"
+        " sender"
+    )
+    assert report["mailfrom"]["result"] == "fail"
+    assert report["helo"]["result"] == "fail"  # mail.example.org: v=spf1 a -all
+    names = [field.split(":", 1)[0] for field in report["headers"]]
+    assert names == ["Authentication-Results", "Received-SPF"]
+    assert "receiver=" not in report["headers"][1]
+
+
+def test_check_with_config_for_a_trusted_client(
+    server: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _policy_config(tmp_path, server)
+    cli.main(
+        [
+            "check",
+            "--config",
+            str(config),
+            "--ip",
+            "127.0.0.1",
+            "--sender",
+            "a@x.example",
+            "--helo",
+            "h.example",
+            "--rcpt",
+            "b@strict.example",
+        ]
+    )
+    assert "trusted_networks: not checked" in capsys.readouterr().out
+
+
+def test_rcpt_needs_config(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(
+            [
+                "check",
+                "--ip",
+                "192.0.2.1",
+                "--sender",
+                "a@b.example",
+                "--helo",
+                "h.example",
+                "--rcpt",
+                "c@d.example",
+            ]
+        )
+    assert exit_info.value.code == 2
+    assert "--rcpt needs --config" in capsys.readouterr().err
