@@ -45,6 +45,12 @@ class RecordingCtx(TestCtx):  # type: ignore[misc]
     def quarantine(self, reason: str) -> None:
         self.quarantined.append(reason)
 
+    def getsymval(self, name: str) -> str | None:
+        # pymilter's C module decodes macro values strictly as UTF-8: a bytes
+        # value given to the harness is decoded the same way.
+        value = super().getsymval(name)
+        return value.decode("utf-8") if isinstance(value, bytes) else value
+
 
 @dataclass
 class Session:
@@ -98,7 +104,7 @@ class MilterHarness:
         mail_from: str = "alice@example.net",
         recipients: Sequence[str] = ("bob@example.com",),
         headers: Sequence[tuple[str, str]] = (("Subject", "test"),),
-        macros: dict[str, str] | None = None,
+        macros: dict[str, str | bytes] | None = None,
     ) -> Session:
         """Run one transaction and return what the milter answered."""
         ctx = RecordingCtx()

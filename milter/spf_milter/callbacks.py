@@ -310,11 +310,24 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         conn = self._connection()
         if not conn.settings.config.trust_authenticated:
             return False
-        return bool(self.getsymval("{auth_authen}"))
+        return bool(self._macro("{auth_authen}"))
+
+    def _macro(self, name: str) -> str | None:
+        """Return an MTA macro, or None when it is not set or not UTF-8.
+
+        pymilter decodes macro values strictly: an 8-bit value raises
+        UnicodeDecodeError, which must not fail the whole callback.
+        """
+        try:
+            value = self.getsymval(name)
+        except UnicodeDecodeError:
+            self._connection().log.debug("macro %s is not UTF-8: ignored", name)
+            return None
+        return None if value is None else str(value)
 
     def _note_queue_id(self) -> None:
         conn = self._connection()
-        queue_id = self.getsymval("i")
+        queue_id = self._macro("i")
         if queue_id and queue_id != conn.queue_id:
             conn.queue_id = str(queue_id)
             if isinstance(conn.log, ConnectionLog):

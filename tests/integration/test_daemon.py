@@ -89,11 +89,10 @@ def test_sighup_with_a_broken_policy_keeps_the_old_one(tmp_path: Path) -> None:
         tmp_path, config="", policy="", nameserver="127.0.0.1:9"
     ) as daemon:
         daemon.policy_path.write_text("default:\n  mailfrom:\n    fail: rejct\n")
-        daemon.reload()
-        text = daemon.wait_for_log(lambda t: "reload failed" in t)
+        text = daemon.reload()
+        assert "reload failed" in text
         assert "policy.yaml:3:11: default.mailfrom.fail: unknown action 'rejct'" in text
         daemon.policy_path.write_text("default:\n  mailfrom:\n    fail: defer\n")
-        daemon.reload()
-        daemon.wait_for_log(lambda t: "reloaded" in t)
+        assert "reloaded" in daemon.reload()
         assert daemon.process is not None
         assert daemon.process.poll() is None

@@ -164,6 +164,12 @@ def test_authenticated_client_is_not_checked_but_forgeries_are_removed(
     assert session.ctx.changed == [("Authentication-Results", 1, "")]
 
 
+def test_an_undecodable_macro_is_ignored_not_fatal(harness: MilterHarness) -> None:
+    session = harness.session(macros={"{auth_authen}": b"\xff", "i": b"\xfe"})
+    assert session.rcpt_replies == [(Milter.CONTINUE, None)]
+    assert "Received-SPF" in session.added  # checked: not taken as authenticated
+
+
 def test_forged_results_with_our_id_go_and_foreign_ones_stay(
     harness: MilterHarness,
 ) -> None:

@@ -10,14 +10,14 @@ RFC 8601 parser. Its limits, and how these tests work around them:
   per RFC 8601 §2.5) is a syntax error; ids given to authres here are host
   names, and quoted ids are checked with our own extract_authserv_id().
 * It returns quoted-string contents with their quoted-pairs still escaped;
-  ``_unescape`` undoes that before comparing.
+  ``unescape`` undoes that before comparing.
 * It rejects an empty quoted ``reason=""`` (the renderer leaves empty
   reasons out anyway), and it reads an empty ``smtp.helo=""`` but cannot
   print it again (``str()`` raises), so parsed headers are compared by
   their fields, never re-serialised.
 * It knows no RFC 6532 UTF-8; the renderer emits ASCII only.
 
-Received-SPF values are read back with ``_parse_received_spf`` below, a small
+Received-SPF values are read back with ``parse_received_spf`` below, a small
 strict parser for RFC 7208 §9.1 (with erratum 5436) that also refuses any
 parenthesis or backslash inside the comment.
 """
@@ -25,7 +25,6 @@ parenthesis or backslash inside the comment.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
@@ -34,6 +33,12 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from headerparse import (
+    clauses,
+    parse_auth_results,
+    parse_received_spf,
+    unfold,
+)
 from spf_milter.headers import (
     MAX_LINE_OCTETS,
     MAX_TEXT_CHARS,
@@ -51,84 +56,6 @@ IP6 = ip_address("2001:db8::25")
 RECEIVER = "mybox.example.org"
 SENDER = "myname@example.com"
 HELO = "foo.example.com"
-
-_DOT_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-_QUOTED = r'"(?:[ !#-\[\]-~]|\\[\t -~])*"'  # RFC 5322 §3.2.4, ASCII, unfolded
-_PAIR = re.compile(
-    rf"(?P<key>[A-Za-z][A-Za-z0-9_.-]*)=(?P<value>{_DOT_ATOM}|{_QUOTED})"
-)
-_HEAD = re.compile(r"(?P<result>[a-z]+)[ \t]+\((?P<comment>[^()\\]*)\)[ \t]+")
-
-
-@dataclass(frozen=True)
-class ReceivedSpf:
-    """A Received-SPF value as read back by the strict test parser."""
-
-    result: str
-    comment: str
-    pairs: dict[str, str]
-
-
-def _unfold(value: str) -> str:
-    """Undo folding (RFC 5322 §2.2.3): drop a line break before WSP."""
-    return re.sub(r"\r?\n(?=[ \t])", "", value)
-
-
-def _unescape(quoted: str) -> str:
-    """Turn quoted-pairs back into the characters they stand for."""
-    return re.sub(r"\\(.)", r"\1", quoted)
-
-
-def _parse_received_spf(value: str) -> ReceivedSpf:
-    """Parse ``result (comment) key=value; ...`` strictly; fail on anything else."""
-    text = _unfold(value)
-    head = _HEAD.match(text)
-    assert head is not None, f"no result and comment in {text!r}"
-    pairs: dict[str, str] = {}
-    pos = head.end()
-    while True:
-        pair = _PAIR.match(text, pos)
-        assert pair is not None, f"bad key-value-pair at {text[pos : pos + 40]!r}"
-        raw = pair["value"]
-        assert pair["key"] not in pairs, f"duplicate key {pair['key']}"
-        pairs[pair["key"]] = _unescape(raw[1:-1]) if raw.startswith('"') else raw
-        pos = pair.end()
-        if pos == len(text):
-            return ReceivedSpf(head["result"], head["comment"], pairs)
-        separator = re.compile(r";[ \t]*").match(text, pos)
-        assert separator is not None, f"expected ';' at {text[pos : pos + 40]!r}"
-        pos = separator.end()
-
-
-class _StrictHeader(authres.core.AuthenticationResultsHeader):  # type: ignore[misc]
-    """authres's header class with its own strict flag set (see module doc)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.strict = True
-
-
-def _parse_authres(value: str) -> Any:
-    """Parse an A-R value with authres, strictly."""
-    field = "Authentication-Results: " + value
-    lenient = authres.AuthenticationResultsHeader.parse(field)
-    strict = _StrictHeader.parse(authres.core_features(), field)
-    assert lenient.authserv_id == strict.authserv_id
-    assert _clauses(lenient) == _clauses(strict)
-    return strict
-
-
-def _clauses(header: Any) -> list[tuple[str, str, str | None, list[tuple[str, str]]]]:
-    """Summarise parsed resinfos as (method, result, reason, [(ptype.prop, value)])."""
-    return [
-        (
-            result.method,
-            result.result,
-            None if result.reason is None else _unescape(result.reason),
-            [(f"{p.type}.{p.name}", _unescape(p.value)) for p in result.properties],
-        )
-        for result in header.results
-    ]
 
 
 def _received_spf(**overrides: Any) -> str:
@@ -163,7 +90,7 @@ def _assert_one_safe_field(name: str, value: str) -> None:
     assert "\r" not in value
     assert "\n" not in value.replace("\n\t", "")
     assert re.fullmatch(r"[\x20-\x7e]*", value.replace("\n\t", "")), repr(value)
-    assert "\n" not in _unfold(value)
+    assert "\n" not in unfold(value)
     lines = (name + ": " + value).split("\n")
     assert all(len(line.encode()) <= MAX_LINE_OCTETS for line in lines)
     assert all(line.strip() for line in lines), "a folded line is blank"
@@ -313,7 +240,7 @@ def test_received_spf_normal_values_fold_within_78_characters(
 
 def test_received_spf_keys_parse_back_in_order() -> None:
     result = CheckResult(SpfResult.PERMERROR, "example.com", problem="bad; (x)")
-    parsed = _parse_received_spf(_received_spf(result=result))
+    parsed = parse_received_spf(_received_spf(result=result))
     assert parsed.result == "permerror"
     assert parsed.pairs == {
         "receiver": RECEIVER,
@@ -389,7 +316,7 @@ def test_received_spf_truncates_a_10_kb_helo_with_a_visible_marker() -> None:
             result=result, identity=Identity.HELO, helo="h" * 10_000, fold=fold
         )
         _assert_one_safe_field("Received-SPF", value)
-        helo = _parse_received_spf(value).pairs["helo"]
+        helo = parse_received_spf(value).pairs["helo"]
         assert (
             helo == "h" * (MAX_TEXT_CHARS - len(TRUNCATION_MARKER)) + TRUNCATION_MARKER
         )
@@ -532,14 +459,14 @@ def test_authentication_results_renders_exactly(
     assert _auth_results(**overrides, fold=False) == expected.replace("\n\t", " ")
 
 
-@pytest.mark.parametrize(("overrides", "expected", "clauses"), AUTH_RESULTS_CASES)
+@pytest.mark.parametrize(("overrides", "expected", "parsed"), AUTH_RESULTS_CASES)
 def test_authentication_results_parse_with_authres(
-    overrides: dict[str, Any], expected: str, clauses: list[Any]
+    overrides: dict[str, Any], expected: str, parsed: list[Any]
 ) -> None:
     for fold in (True, False):
-        header = _parse_authres(_auth_results(**overrides, fold=fold))
+        header = parse_auth_results(_auth_results(**overrides, fold=fold))
         assert header.authserv_id == RECEIVER
-        assert _clauses(header) == clauses
+        assert clauses(header) == parsed
 
 
 def test_authres_cannot_read_a_quoted_authserv_id_but_we_can() -> None:
@@ -724,7 +651,7 @@ def test_received_spf_is_one_safe_field_with_exactly_the_expected_keys(
         fold=fold,
     )
     _assert_one_safe_field("Received-SPF", value)
-    parsed = _parse_received_spf(value)
+    parsed = parse_received_spf(value)
     assert parsed.result == str(result.result)
     expected = _expected_received_spf_pairs(
         result, identity, client_ip, envelope_from, helo, receiver
@@ -774,9 +701,9 @@ def test_authentication_results_has_one_spf_clause_per_checked_identity(
         )
         if checked is not None
     ]
-    header = _parse_authres(value)
+    header = parse_auth_results(value)
     assert header.authserv_id == authserv_id.lower()
-    assert _clauses(header) == expected
+    assert clauses(header) == expected
     assert extract_authserv_id(value) == authserv_id
 
 
