@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import grp
+import os
+import pwd
 import signal
 import stat
 import subprocess
@@ -96,3 +99,44 @@ def test_sighup_with_a_broken_policy_keeps_the_old_one(tmp_path: Path) -> None:
         assert "reloaded" in daemon.reload()
         assert daemon.process is not None
         assert daemon.process.poll() is None
+
+
+def _status_ids(pid: int) -> tuple[int, int]:
+    fields = dict(
+        line.split(":", 1)
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+    )
+    return int(fields["Uid"].split()[1]), int(fields["Gid"].split()[1])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_root_opens_the_socket_then_drops_to_the_configured_user(
+    tmp_path: Path,
+) -> None:
+    tmp_path.chmod(0o755)
+    nobody, nogroup = pwd.getpwnam("nobody"), grp.getgrnam("nogroup")
+    daemon = MilterDaemon(
+        tmp_path,
+        config="user: nobody\ngroup: nogroup\n",
+        policy="",
+        nameserver="127.0.0.1:9",
+        unix_socket=True,
+    )
+    daemon.rewrite_config("user: nobody\ngroup: nogroup\nsocket_group: nogroup\n")
+    with daemon:
+        assert daemon.process is not None
+        daemon.wait_for_log(lambda text: "running as user nobody" in text)
+        assert _status_ids(daemon.process.pid) == (nobody.pw_uid, nogroup.gr_gid)
+        info = daemon.socket_path.stat()
+        assert (info.st_uid, info.st_gid) == (nobody.pw_uid, nogroup.gr_gid)
+        assert stat.S_IMODE(info.st_mode) == 0o666
+
+
+def test_unknown_user_is_refused_at_start(tmp_path: Path) -> None:
+    (tmp_path / "spf-milter.yaml").write_text(
+        "socket: inet:8894@127.0.0.1\nuser: no-such-user-here\n"
+    )
+    (tmp_path / "policy.yaml").write_text("")
+    done = _run("run", "--config", str(tmp_path / "spf-milter.yaml"))
+    assert done.returncode == 78
+    assert "user 'no-such-user-here' does not exist" in done.stderr

@@ -118,8 +118,17 @@ def _received_spf(delivery: Delivery) -> ReceivedSpf:
     return parse_received_spf(_field_value(fields[0]))
 
 
-def test_pass_is_delivered_with_both_fields_at_the_top(mta: PostfixInstance) -> None:
+def test_pass_is_delivered_with_both_fields_at_the_top(
+    mta: PostfixInstance, spf_daemon: MilterDaemon
+) -> None:
     delivery = _delivered(mta, _send(mta, mail_from="alice@example.net"))
+    # One log line per decision, with the queue id Postfix gave the message.
+    line = f"queue={delivery.queue_id} client=192.0.2.10"
+    log = spf_daemon.wait_for_log(lambda text: line in text)
+    decision = next(entry for entry in log.splitlines() if line in entry)
+    assert 'rcpt_domain="dest.test" rule=default' in decision
+    assert "mailfrom_result=pass" in decision
+    assert "action=accept" in decision
     names = [
         field.split(b":", 1)[0]
         for field in delivery.raw_header.split(b"\n")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import Milter
 import pytest
 
 from dnszone import Zone
-from harness import MilterHarness
+from harness import MilterHarness, RecordingCtx
 from spf_milter.callbacks import SpfMilter, parse_client_address
 
 CONFIG = """\
@@ -276,6 +277,34 @@ def test_on_error_accept_lets_the_message_through(
     finally:
         harness.with_settings(on_error=OnError.TEMPFAIL)
     assert session.replies["eom"] == Milter.ACCEPT
+
+
+def test_abort_drops_the_transaction_and_the_next_one_starts_clean(
+    harness: MilterHarness,
+) -> None:
+    ctx = RecordingCtx()
+    with harness.factory():
+        ctx._negotiate()
+        ctx._stage = Milter.M_CONNECT
+        Milter.connect_callback(ctx, "[192.0.2.77]", socket.AF_INET, "192.0.2.77")
+        milter: SpfMilter = ctx.getpriv()
+        ctx._helo("h.example.org")
+        ctx._envfrom("<eve@example.org>")
+        assert ctx._envrcpt("<a@dest.example>") == Milter.REJECT
+        milter.header("Authentication-Results", "mx.test.example; spf=pass")
+        assert milter.abort() == Milter.CONTINUE
+        assert milter.conn is not None
+        assert milter.conn.transaction is None
+        ctx._envfrom("<alice@example.net>")  # RSET, then a new sender
+        assert milter.conn.transaction.forged == []
+        assert ctx._envrcpt("<a@dest.example>") == Milter.CONTINUE
+        ctx._body = True
+        ctx._stage = Milter.M_EOM
+        assert milter.eom() == Milter.CONTINUE
+    assert ctx.changed == []  # the aborted message's forgery is not this one's
+    received = dict((n, v) for n, v, _ in ctx.added)["Received-SPF"]
+    assert received.startswith("pass ")  # the new sender's result, not eve's fail
+    assert 'envelope-from="alice@example.net"' in received
 
 
 def test_a_new_transaction_starts_clean(harness: MilterHarness) -> None:
