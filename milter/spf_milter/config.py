@@ -24,6 +24,8 @@ from spf_milter.configfields import (
     as_absolute_path,
     as_bool,
     as_choice,
+    as_count,
+    as_duration,
     as_mode,
     as_name,
     as_network,
@@ -38,6 +40,7 @@ from spf_milter.configpolicy import read_policy
 from spf_milter.configyaml import ConfigError as ConfigError
 from spf_milter.configyaml import ConfigProblem as ConfigProblem
 from spf_milter.configyaml import Context, Node, quote, read_yaml
+from spf_milter.dnscache import ERROR_TTL, MAX_ENTRIES, MAX_TTL, MIN_TTL
 from spf_milter.policy import IPAddress, IPNetwork, Policy
 from spf_milter.resolver import Nameserver, parse_nameserver
 
@@ -133,6 +136,10 @@ class DnsConfig:
     nameservers: tuple[Nameserver, ...] = ()  # empty: the system resolver
     timeout: float = 5.0  # one query, seconds
     time_limit: float = 20.0  # one SPF check, seconds (RFC 7208 §4.6.4)
+    cache_size: int = MAX_ENTRIES  # answers kept; 0: no cache
+    cache_min_ttl: float = MIN_TTL  # seconds: the floor of an answer's TTL
+    cache_max_ttl: float = MAX_TTL  # seconds: the ceiling
+    cache_error_ttl: float = ERROR_TTL  # seconds a SERVFAIL/timeout is kept
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +199,13 @@ TOP_KEYS: Final = (
     *("policy", "policy_dir", "socket", "socket_group", "socket_mode"),
     *("trust_authenticated", "trusted_networks", "user"),
 )
-DNS_KEYS: Final = ("nameservers", "time_limit", "timeout")
+DNS_KEYS: Final = (
+    *("cache_error_ttl", "cache_max_ttl", "cache_min_ttl", "cache_size"),
+    *("nameservers", "time_limit", "timeout"),
+)
+MAX_CACHE_SIZE: Final = 10_000_000
+MAX_CACHE_TTL: Final = 7 * 86400.0  # a week
+MAX_ERROR_TTL: Final = 60.0  # temporary failures are kept only briefly
 HEADER_KEYS: Final = (
     "authentication_results",
     "hide_receiver",
@@ -271,7 +284,26 @@ def _read_dns(fields: Fields) -> DnsConfig:
             "timeout", f"{timeout:g} is longer than time_limit ({time_limit:g})"
         )
     nameservers = fields.items("nameservers", _as_nameserver, _DNS.nameservers)
-    return DnsConfig(nameservers, min(timeout, time_limit), time_limit)
+    ttl = partial(as_duration, MAX_CACHE_TTL)
+    min_ttl = fields.get("cache_min_ttl", ttl, _DNS.cache_min_ttl)
+    max_ttl = fields.get("cache_max_ttl", ttl, _DNS.cache_max_ttl)
+    if min_ttl > max_ttl:
+        fields.report(
+            "cache_min_ttl", f"{min_ttl:g} is above cache_max_ttl ({max_ttl:g})"
+        )
+    return DnsConfig(
+        nameservers=nameservers,
+        timeout=min(timeout, time_limit),
+        time_limit=time_limit,
+        cache_size=fields.get(
+            "cache_size", partial(as_count, MAX_CACHE_SIZE), _DNS.cache_size
+        ),
+        cache_min_ttl=min(min_ttl, max_ttl),
+        cache_max_ttl=max_ttl,
+        cache_error_ttl=fields.get(
+            "cache_error_ttl", partial(as_duration, MAX_ERROR_TTL), _DNS.cache_error_ttl
+        ),
+    )
 
 
 def _read_headers(fields: Fields, authserv_id: str) -> HeaderConfig:

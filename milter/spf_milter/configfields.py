@@ -180,6 +180,22 @@ def as_seconds(limit: float, node: Node) -> float:
     return seconds
 
 
+def as_count(limit: int, node: Node) -> int:
+    """Return a whole number from 0 to ``limit``."""
+    value = as_number(node)
+    if not value.is_integer() or not 0 <= value <= limit:
+        raise ValueError(f"expected a whole number from 0 to {limit}, got {value:g}")
+    return int(value)
+
+
+def as_duration(limit: float, node: Node) -> float:
+    """Return a duration in seconds from 0 to ``limit``."""
+    seconds = as_number(node)
+    if not 0 <= seconds <= limit:
+        raise ValueError(f"expected seconds from 0 to {limit:g}, got {seconds:g}")
+    return seconds
+
+
 class Fields:
     """The keys of one YAML mapping, read one by one with a parser each.
 

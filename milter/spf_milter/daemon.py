@@ -24,7 +24,7 @@ from typing import Final
 from spf_milter import __version__, callbacks, logsetup
 from spf_milter.config import ConfigError, DaemonConfig, UnixSocket, load_all
 from spf_milter.eventloop import EventLoop
-from spf_milter.service import Service, Settings
+from spf_milter.service import Service, Settings, make_cache
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +47,9 @@ def run(config_path: Path) -> int:
         return EX_CONFIG
     daemon = configuration.daemon
     logsetup.configure(daemon.log)
+    cache = make_cache(daemon.dns)
     try:
-        settings = Settings.from_configuration(configuration)
+        settings = Settings.from_configuration(configuration, cache=cache)
     except ValueError as error:
         log.error("cannot start: %s", error)
         return EX_CONFIG
@@ -60,7 +61,7 @@ def run(config_path: Path) -> int:
         return EX_CONFIG
     loop = EventLoop()
     loop.start()
-    service = Service(config_path, settings, loop)
+    service = Service(config_path, settings, loop, cache)
     try:
         return _serve(service, daemon, privileges)
     finally:

@@ -15,6 +15,7 @@ from typing import Final, TypeVar
 
 import dns.asyncresolver
 import dns.exception
+import dns.message
 import dns.name
 import dns.nameserver
 import dns.rdata
@@ -26,6 +27,7 @@ import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
 import dns.resolver
 
+from spf_milter.dnscache import DnsCache
 from spf_milter.spf.lookup import DnsServerFailure, DnsTimeout
 
 DEFAULT_PORT: Final = 53
@@ -135,61 +137,72 @@ def _name_text(name: dns.name.Name) -> str:
 
 
 class DnsLookup:
-    """``Lookup`` over DNS, with a bounded time per query and no cache (yet)."""
+    """``Lookup`` over DNS, with a bounded time per query and an optional cache.
+
+    The daemon gives every Lookup it builds the same DnsCache, so answers
+    are shared by all connections and survive a reload.
+    """
 
     def __init__(
         self,
         nameservers: Sequence[Nameserver] = (),
         timeout: float = DEFAULT_TIMEOUT,
+        cache: DnsCache | None = None,
     ) -> None:
         self._resolver = _make_resolver(nameservers)
         self._timeout = timeout
+        self._cache = cache
 
     async def txt(self, name: str) -> list[bytes]:
         """Return the TXT records of ``name``, each one's strings joined."""
-        records = await self._query(name, dns.rdatatype.TXT)
-        # RFC 7208 §3.3: the strings of one record are joined with no separator.
-        return _select(records, dns.rdtypes.ANY.TXT.TXT, lambda r: b"".join(r.strings))
+        return await self._lookup(name, dns.rdatatype.TXT, _txt_values)
 
     async def a(self, name: str) -> list[ipaddress.IPv4Address]:
         """Return the A records of ``name``."""
-        records = await self._query(name, dns.rdatatype.A)
-        return _select(
-            records, dns.rdtypes.IN.A.A, lambda r: ipaddress.IPv4Address(r.address)
-        )
+        return await self._lookup(name, dns.rdatatype.A, _a_values)
 
     async def aaaa(self, name: str) -> list[ipaddress.IPv6Address]:
         """Return the AAAA records of ``name``."""
-        records = await self._query(name, dns.rdatatype.AAAA)
-        return _select(
-            records,
-            dns.rdtypes.IN.AAAA.AAAA,
-            lambda r: ipaddress.IPv6Address(r.address),
-        )
+        return await self._lookup(name, dns.rdatatype.AAAA, _aaaa_values)
 
     async def mx(self, name: str) -> list[str]:
         """Return the exchanges of ``name``'s MX records, lowest preference first."""
-        records = await self._query(name, dns.rdatatype.MX)
-        mxs = _select(records, dns.rdtypes.ANY.MX.MX, lambda r: r)
-        return [
-            _name_text(mx.exchange) for mx in sorted(mxs, key=lambda r: r.preference)
-        ]
+        return await self._lookup(name, dns.rdatatype.MX, _mx_values)
 
     async def ptr(self, name: str) -> list[str]:
         """Return the PTR targets of ``name``."""
-        records = await self._query(name, dns.rdatatype.PTR)
-        return _select(records, dns.rdtypes.ANY.PTR.PTR, lambda r: _name_text(r.target))
+        return await self._lookup(name, dns.rdatatype.PTR, _ptr_values)
+
+    async def _lookup(
+        self,
+        name: str,
+        rdtype: dns.rdatatype.RdataType,
+        convert: Callable[[Sequence[dns.rdata.Rdata]], tuple[V, ...]],
+    ) -> list[V]:
+        async def fetch() -> tuple[tuple[V, ...], float]:
+            records, ttl = await self._query(name, rdtype)
+            return convert(records), ttl
+
+        if self._cache is None:
+            values, _ = await fetch()
+            return list(values)
+        key = (rdtype.name, name.lower().removesuffix("."))
+        return await self._cache.get(key, fetch)
 
     async def _query(
         self, name: str, rdtype: dns.rdatatype.RdataType
-    ) -> Sequence[dns.rdata.Rdata]:
-        """Return the records of ``name``/``rdtype``; empty for NXDOMAIN/NODATA."""
+    ) -> tuple[Sequence[dns.rdata.Rdata], float]:
+        """Return the records of ``name``/``rdtype`` and how long they may be kept.
+
+        NXDOMAIN and NODATA are empty answers, kept for their SOA's negative
+        TTL (RFC 2308 §5), which dnspython's chaining result computes.
+        """
         qname = _absolute_name(name)
         if qname is None:
             # Such a name cannot exist in the DNS (RFC 1035 §2.3.4), so no
             # server could hold records for it: an empty answer, as for
             # NXDOMAIN (RFC 7208 §4.3 lets a check end at malformed names).
-            return []
+            return [], 0.0
         try:
             # dnspython checks its lifetime only between attempts and may
             # sleep a retry backoff past it; asyncio.timeout makes it a hard bound.
@@ -201,8 +214,8 @@ class DnsLookup:
                     lifetime=self._timeout,
                     raise_on_no_answer=False,
                 )
-        except dns.resolver.NXDOMAIN:
-            return []
+        except dns.resolver.NXDOMAIN as nxdomain:
+            return [], _negative_ttl(nxdomain, qname)
         except (TimeoutError, dns.exception.Timeout) as exc:
             reason = str(exc) or f"no answer within {self._timeout} s"
             raise DnsTimeout(name, rdtype.name, reason) from exc
@@ -210,13 +223,57 @@ class DnsLookup:
             # NoNameservers (SERVFAIL, REFUSED, a CNAME loop, a broken
             # answer), YXDOMAIN: the answer stays unknown.
             raise DnsServerFailure(name, rdtype.name, str(exc)) from exc
-        return list(answer.rrset or [])
+        return list(answer.rrset or []), float(answer.chaining_result.minimum_ttl)
+
+
+def _negative_ttl(nxdomain: dns.resolver.NXDOMAIN, qname: dns.name.Name) -> float:
+    """Return how long an NXDOMAIN may be kept: its SOA's TTL (RFC 2308 §5)."""
+    responses = nxdomain.kwargs.get("responses") or {}
+    response = responses.get(qname)
+    if not isinstance(response, dns.message.QueryMessage):
+        return 0.0
+    try:
+        return float(response.resolve_chaining().minimum_ttl)
+    except dns.exception.DNSException:
+        return 0.0
 
 
 def _select(
     records: Sequence[dns.rdata.Rdata],
     cls: type[R],
     convert: Callable[[R], V],
-) -> list[V]:
+) -> tuple[V, ...]:
     """Convert the records of class ``cls`` (the only class an answer holds)."""
-    return [convert(r) for r in records if isinstance(r, cls)]
+    return tuple(convert(r) for r in records if isinstance(r, cls))
+
+
+def _txt_values(records: Sequence[dns.rdata.Rdata]) -> tuple[bytes, ...]:
+    # RFC 7208 §3.3: the strings of one record are joined with no separator.
+    return _select(records, dns.rdtypes.ANY.TXT.TXT, lambda r: b"".join(r.strings))
+
+
+def _a_values(records: Sequence[dns.rdata.Rdata]) -> tuple[ipaddress.IPv4Address, ...]:
+    return _select(
+        records, dns.rdtypes.IN.A.A, lambda r: ipaddress.IPv4Address(r.address)
+    )
+
+
+def _aaaa_values(
+    records: Sequence[dns.rdata.Rdata],
+) -> tuple[ipaddress.IPv6Address, ...]:
+    return _select(
+        records, dns.rdtypes.IN.AAAA.AAAA, lambda r: ipaddress.IPv6Address(r.address)
+    )
+
+
+def _mx_values(records: Sequence[dns.rdata.Rdata]) -> tuple[str, ...]:
+    mxs = sorted(_select(records, dns.rdtypes.ANY.MX.MX, lambda r: r), key=_preference)
+    return tuple(_name_text(mx.exchange) for mx in mxs)
+
+
+def _preference(mx: dns.rdtypes.ANY.MX.MX) -> int:
+    return int(mx.preference)
+
+
+def _ptr_values(records: Sequence[dns.rdata.Rdata]) -> tuple[str, ...]:
+    return _select(records, dns.rdtypes.ANY.PTR.PTR, lambda r: _name_text(r.target))

@@ -14,7 +14,14 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from spf_milter.config import ConfigError, Configuration, DaemonConfig, load_all
+from spf_milter.config import (
+    ConfigError,
+    Configuration,
+    DaemonConfig,
+    DnsConfig,
+    load_all,
+)
+from spf_milter.dnscache import DnsCache
 from spf_milter.eventloop import EventLoop
 from spf_milter.policy import Policy
 from spf_milter.resolver import DnsLookup
@@ -34,12 +41,16 @@ class Settings:
 
     @classmethod
     def from_configuration(
-        cls, configuration: Configuration, lookup: Lookup | None = None
+        cls,
+        configuration: Configuration,
+        lookup: Lookup | None = None,
+        cache: DnsCache | None = None,
     ) -> Settings:
         """Build the snapshot; ``lookup`` overrides the DNS (tests, benchmarks)."""
         daemon = configuration.daemon
         if lookup is None:
-            lookup = DnsLookup(daemon.dns.nameservers, timeout=daemon.dns.timeout)
+            dns = daemon.dns
+            lookup = DnsLookup(dns.nameservers, timeout=dns.timeout, cache=cache)
         return cls(
             config=daemon,
             policy=configuration.policy,
@@ -53,12 +64,31 @@ class Settings:
         return self.limits.time_limit + 5.0
 
 
-class Service:
-    """The event loop and the current Settings, reloadable from the files."""
+def make_cache(dns: DnsConfig) -> DnsCache | None:
+    """Return the DNS cache the configuration asks for (None: no cache)."""
+    if dns.cache_size == 0:
+        return None
+    return DnsCache(
+        max_entries=dns.cache_size,
+        min_ttl=dns.cache_min_ttl,
+        max_ttl=dns.cache_max_ttl,
+        error_ttl=dns.cache_error_ttl,
+    )
 
-    def __init__(self, config_path: Path, settings: Settings, loop: EventLoop) -> None:
+
+class Service:
+    """The event loop, the DNS cache and the current Settings, reloadable."""
+
+    def __init__(
+        self,
+        config_path: Path,
+        settings: Settings,
+        loop: EventLoop,
+        cache: DnsCache | None = None,
+    ) -> None:
         self.config_path = config_path
         self.loop = loop
+        self.cache = cache
         self._settings = settings
         self._lock = threading.Lock()
 
@@ -71,7 +101,8 @@ class Service:
         """Reread the configuration and policy; keep the old ones on any error."""
         try:
             configuration = load_all(self.config_path)
-            settings = Settings.from_configuration(configuration)
+            cache = self._cache_for(configuration.daemon.dns)
+            settings = Settings.from_configuration(configuration, cache=cache)
         except ConfigError as error:
             for line in str(error).splitlines():
                 log.error("reload: %s", line)
@@ -84,5 +115,12 @@ class Service:
             return False
         with self._lock:
             self._settings = settings
+            self.cache = cache
         log.info("reloaded %s and the policy", self.config_path)
         return True
+
+    def _cache_for(self, dns: DnsConfig) -> DnsCache | None:
+        """Keep the warm cache unless the DNS settings changed."""
+        if dns == self._settings.config.dns:
+            return self.cache
+        return make_cache(dns)

@@ -66,8 +66,19 @@ CONFIG_ERRORS = [
     pytest.param(
         "dns:\n  nameserver: []\n",
         "2:3: dns: unknown key 'nameserver'; did you mean 'nameservers'?"
-        " (expected one of nameservers, time_limit, timeout)",
+        " (expected one of cache_error_ttl, cache_max_ttl, cache_min_ttl,"
+        " cache_size, nameservers, time_limit, timeout)",
         id="nested-unknown-key",
+    ),
+    pytest.param(
+        "dns:\n  cache_size: 1.5\n",
+        "2:15: dns.cache_size: expected a whole number from 0 to 10000000, got 1.5",
+        id="cache-size-not-whole",
+    ),
+    pytest.param(
+        "dns:\n  cache_min_ttl: 100\n  cache_max_ttl: 10\n",
+        "2:18: dns.cache_min_ttl: 100 is above cache_max_ttl (10)",
+        id="cache-ttl-floor-above-ceiling",
     ),
     pytest.param(
         "trusted_networks: 127.0.0.1\n",

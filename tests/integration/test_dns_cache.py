@@ -1,0 +1,73 @@
+"""The shared cache in front of real DNS: one query per answer and TTL."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+
+import pytest
+
+from dnsserver import DnsServer
+from dnszone import Zone
+from spf_milter.dnscache import DnsCache
+from spf_milter.resolver import DnsLookup, parse_nameserver
+from spf_milter.spf import DnsServerFailure
+
+pytestmark = pytest.mark.integration
+
+ZONE = """\
+$TTL 300
+$ORIGIN example.org.
+@      TXT "v=spf1 mx -all"
+@      MX  10 mx1
+mx1    A   192.0.2.1
+;! servfail broken
+"""
+
+
+@pytest.fixture
+def server() -> Iterator[DnsServer]:
+    with DnsServer(Zone.from_text(ZONE)) as dns:
+        yield dns
+
+
+def _lookup(server: DnsServer, cache: DnsCache) -> DnsLookup:
+    return DnsLookup(
+        [parse_nameserver(f"127.0.0.1:{server.port}")], timeout=2, cache=cache
+    )
+
+
+def test_a_burst_of_connections_forging_one_domain_sends_one_query(
+    server: DnsServer,
+) -> None:
+    lookup = _lookup(server, DnsCache())
+
+    async def burst() -> list[list[bytes]]:
+        return await asyncio.gather(*(lookup.txt("example.org") for _ in range(100)))
+
+    assert asyncio.run(burst()) == [[b"v=spf1 mx -all"]] * 100
+    assert server.query_count == 1
+
+
+def test_answers_negative_answers_and_failures_are_cached(server: DnsServer) -> None:
+    cache = DnsCache()
+    lookup = _lookup(server, cache)
+
+    async def twice() -> None:
+        for _ in range(2):
+            assert await lookup.mx("example.org") == ["mx1.example.org"]
+            assert await lookup.a("missing.example.org") == []  # NXDOMAIN
+            assert await lookup.aaaa("mx1.example.org") == []  # no data
+            with pytest.raises(DnsServerFailure):
+                await lookup.txt("broken.example.org")
+
+    asyncio.run(twice())
+    assert server.query_count == 4
+    assert cache.stats.hits == 4
+    ttls = {
+        key: round(entry.expires - cache.clock())
+        for key, entry in cache._entries.items()
+    }
+    assert ttls[("MX", "example.org")] == 300
+    assert ttls[("A", "missing.example.org")] == 60  # the SOA's negative TTL
+    assert ttls[("TXT", "broken.example.org")] == 2  # errors only briefly
