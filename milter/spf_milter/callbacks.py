@@ -80,6 +80,15 @@ def nocallback(callback: F) -> F:
     return cast(F, Milter.nocallback(callback))
 
 
+def macros(*names: str) -> Callable[[F], F]:
+    """Ask the MTA for these macros before this callback (protocol 6 setsymlist).
+
+    A stock Postfix or Sendmail then sends what we need without any
+    milter_*_macros or confMILTER_MACROS_* settings.
+    """
+    return cast(Callable[[F], F], Milter.symlist(*names))
+
+
 def guarded(callback: F) -> F:
     """Answer any unexpected exception of ``callback`` with the on_error action.
 
@@ -132,9 +141,14 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
     # -- the callbacks, in SMTP order ------------------------------------------
 
     @guarded
+    @macros("j", "{daemon_name}", "{client_addr}")
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
         settings = self.service.settings
         client_ip = parse_client_address(family, hostaddr)
+        if client_ip is None:
+            client_ip = parse_client_address(
+                socket.AF_INET6, self._macro("{client_addr}")
+            )
         conn_log = ConnectionLog(log, self.connection_id)
         self.conn = Connection(
             self.connection_id, settings, conn_log, client_ip, str(hostname)
@@ -173,6 +187,7 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         return CONTINUE
 
     @guarded
+    @macros("i", "{auth_authen}")
     def envfrom(self, mail_from: str, *params: str) -> int:
         conn = self._connection()
         self._end_transaction()
@@ -188,6 +203,7 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         return CONTINUE
 
     @guarded
+    @macros("i")
     def envrcpt(self, recipient: str, *params: str) -> int:
         conn = self._connection()
         transaction = self._transaction()
@@ -224,6 +240,7 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         return CONTINUE
 
     @guarded
+    @macros("i")
     def eom(self) -> int:
         if self.pending_error is not None:
             callback, self.pending_error = self.pending_error, None
@@ -231,6 +248,10 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         conn = self._connection()
         transaction = self._transaction()
         self._note_queue_id()
+        if not conn.queue_id:
+            self.service.note_once(
+                "no-queue-id", "the MTA sends no queue id (macro i): logs lack it"
+            )
         if transaction.skip is Skip.TRUSTED:
             return CONTINUE
         for index in reversed(transaction.forged):
@@ -324,7 +345,9 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         try:
             value = self.getsymval(name)
         except UnicodeDecodeError:
-            self._connection().log.debug("macro %s is not UTF-8: ignored", name)
+            log.debug(
+                "conn=%d macro %s is not UTF-8: ignored", self.connection_id, name
+            )
             return None
         return None if value is None else str(value)
 
@@ -432,8 +455,8 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
 
 
 MILTER_NAME: Final = "spf-milter"
-# The actions we use: add and delete header fields, quarantine.
-ACTIONS: Final = Milter.ADDHDRS | Milter.CHGHDRS | Milter.QUARANTINE
+# The actions we use: add and delete header fields, quarantine, ask for macros.
+ACTIONS: Final = Milter.ADDHDRS | Milter.CHGHDRS | Milter.QUARANTINE | Milter.SETSYMLIST
 
 
 def serve(

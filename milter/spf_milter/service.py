@@ -91,11 +91,18 @@ class Service:
         self.cache = cache
         self._settings = settings
         self._lock = threading.Lock()
+        self._noted: set[str] = set()
 
     @property
     def settings(self) -> Settings:
         """Return the current snapshot."""
         return self._settings
+
+    def note_once(self, key: str, message: str) -> None:
+        """Log ``message`` at debug the first time only (e.g. a missing macro)."""
+        if key not in self._noted:
+            self._noted.add(key)
+            log.debug("%s", message)
 
     def reload(self) -> bool:
         """Reread the configuration and policy; keep the old ones on any error."""

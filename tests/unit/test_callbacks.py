@@ -345,3 +345,29 @@ def test_config_fixture_is_valid(tmp_path: Path) -> None:
     assert (
         load_all(tmp_path / "spf-milter.yaml").daemon.authserv_id == "mx.test.example"
     )
+
+
+def test_negotiation_asks_the_mta_for_the_macros_we_read(
+    harness: MilterHarness,
+) -> None:
+    ctx = RecordingCtx()
+    with harness.factory():
+        ctx._negotiate()
+    assert ctx._symlist[Milter.M_CONNECT] == {b"j", b"{daemon_name}", b"{client_addr}"}
+    assert ctx._symlist[Milter.M_ENVFROM] == {b"i", b"{auth_authen}"}
+    assert ctx._symlist[Milter.M_ENVRCPT] == {b"i"}
+    assert ctx._symlist[Milter.M_EOM] == {b"i"}
+
+
+def test_client_address_from_the_macro_when_the_mta_gives_none(
+    harness: MilterHarness,
+) -> None:
+    ctx = RecordingCtx()
+    ctx._setsymval("{client_addr}", "IPv6:2001:db8:0:0:0:0:0:10")
+    with harness.factory():
+        ctx._negotiate()
+        ctx._stage = Milter.M_CONNECT
+        Milter.connect_callback(ctx, "localhost", socket.AF_UNIX, None)
+    milter: SpfMilter = ctx.getpriv()
+    assert milter.conn is not None
+    assert str(milter.conn.client_ip) == "2001:db8::10"
