@@ -76,6 +76,19 @@ class DnsCache:
         self._entries.clear()
         self._inflight.clear()
 
+    def peek(self, key: Key) -> list[Any] | None:
+        """Return a fresh cached answer without waiting, or None on a miss.
+
+        The warm path: no coroutine, no closure. A cached error is raised.
+        """
+        entry = self._entries.get(key)
+        if entry is None or entry.expires <= self.clock():
+            return None
+        self.stats.hits += 1
+        self._entries.move_to_end(key)
+        value = entry.value
+        return list(value) if type(value) is tuple else _unpack(value)
+
     async def get(
         self, key: Key, fetch: Callable[[], Awaitable[tuple[tuple[T, ...], float]]]
     ) -> list[T]:

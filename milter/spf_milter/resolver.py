@@ -11,7 +11,7 @@ import asyncio
 import ipaddress
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import dns.asyncresolver
 import dns.exception
@@ -35,6 +35,13 @@ DEFAULT_TIMEOUT: Final = 5.0  # seconds per query, retries included
 # RFC 6891 §6.2.5 leaves the size to the sender; 1232 bytes avoids IP
 # fragmentation on any path (the DNS Flag Day 2020 value, dnspython's default).
 EDNS_PAYLOAD: Final = 1232
+
+# Record types as the cache names them, and as dnspython does.
+_TXT: Final = ("TXT", dns.rdatatype.TXT)
+_A: Final = ("A", dns.rdatatype.A)
+_AAAA: Final = ("AAAA", dns.rdatatype.AAAA)
+_MX: Final = ("MX", dns.rdatatype.MX)
+_PTR: Final = ("PTR", dns.rdatatype.PTR)
 
 R = TypeVar("R", bound=dns.rdata.Rdata)
 V = TypeVar("V")
@@ -153,41 +160,59 @@ class DnsLookup:
         self._timeout = timeout
         self._cache = cache
 
+    # The three most frequent types look in the cache before creating any
+    # coroutine: on a busy daemon's warm path that is most of the work.
+
     async def txt(self, name: str) -> list[bytes]:
         """Return the TXT records of ``name``, each one's strings joined."""
-        return await self._lookup(name, dns.rdatatype.TXT, _txt_values)
+        hit = self._peek("TXT", name)
+        return hit if hit is not None else await self._lookup(name, _TXT, _txt_values)
 
     async def a(self, name: str) -> list[ipaddress.IPv4Address]:
         """Return the A records of ``name``."""
-        return await self._lookup(name, dns.rdatatype.A, _a_values)
+        hit = self._peek("A", name)
+        return hit if hit is not None else await self._lookup(name, _A, _a_values)
 
     async def aaaa(self, name: str) -> list[ipaddress.IPv6Address]:
         """Return the AAAA records of ``name``."""
-        return await self._lookup(name, dns.rdatatype.AAAA, _aaaa_values)
+        hit = self._peek("AAAA", name)
+        return hit if hit is not None else await self._lookup(name, _AAAA, _aaaa_values)
 
     async def mx(self, name: str) -> list[str]:
         """Return the exchanges of ``name``'s MX records, lowest preference first."""
-        return await self._lookup(name, dns.rdatatype.MX, _mx_values)
+        return await self._lookup(name, _MX, _mx_values)
 
     async def ptr(self, name: str) -> list[str]:
         """Return the PTR targets of ``name``."""
-        return await self._lookup(name, dns.rdatatype.PTR, _ptr_values)
+        return await self._lookup(name, _PTR, _ptr_values)
+
+    def _peek(self, rdtype: str, name: str) -> list[Any] | None:
+        if self._cache is None:
+            return None
+        return self._cache.peek((rdtype, name.lower()))
 
     async def _lookup(
         self,
         name: str,
-        rdtype: dns.rdatatype.RdataType,
+        rdtype: tuple[str, dns.rdatatype.RdataType],
         convert: Callable[[Sequence[dns.rdata.Rdata]], tuple[V, ...]],
     ) -> list[V]:
+        """Answer from the cache if there is one, else ask the DNS."""
+        cache = self._cache
+        key = (rdtype[0], name.lower())
+        if cache is not None:
+            hit = cache.peek(key)
+            if hit is not None:
+                return hit
+
         async def fetch() -> tuple[tuple[V, ...], float]:
-            records, ttl = await self._query(name, rdtype)
+            records, ttl = await self._query(name, rdtype[1])
             return convert(records), ttl
 
-        if self._cache is None:
+        if cache is None:
             values, _ = await fetch()
             return list(values)
-        key = (rdtype.name, name.lower().removesuffix("."))
-        return await self._cache.get(key, fetch)
+        return await cache.get(key, fetch)
 
     async def _query(
         self, name: str, rdtype: dns.rdatatype.RdataType

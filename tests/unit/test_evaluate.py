@@ -96,7 +96,7 @@ def test_two_spf_records_are_permerror() -> None:
     zone.add_txt("example.org", b"v=spf1 +all")
     checked = _check(zone)
     assert checked.result is SpfResult.PERMERROR
-    assert checked.problem == "example.org has 2 SPF records"
+    assert checked.problem == "example.org: 2 SPF records, not one"
 
 
 def test_multi_string_txt_is_joined_without_spaces() -> None:

@@ -37,6 +37,7 @@ def _context(ip: str) -> MacroContext:
         ("%{d2}", "example.com"),
         ("%{d1}", "com"),
         ("%{dr}", "com.example.email"),
+        ("%{dR}", "com.example.email"),  # RFC 5234 §2.3: "r" is case-insensitive
         ("%{d2r}", "example.email"),
         ("%{l}", "strong-bad"),
         ("%{l-}", "strong.bad"),

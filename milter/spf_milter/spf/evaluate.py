@@ -13,19 +13,21 @@ import dataclasses
 import ipaddress
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 from spf_milter.spf.eager import gather_eagerly, run_eagerly
 from spf_milter.spf.errors import PermError, SpfError, TempError
-from spf_milter.spf.explain import fetch_explanation, sanitise_explanation
+from spf_milter.spf.explain import (
+    fetch_explanation,
+    parse_explain_string,
+    sanitise_explanation,
+)
 from spf_milter.spf.limits import DEFAULT_LIMITS, Limits
 from spf_milter.spf.lookup import DnsError, Lookup
 from spf_milter.spf.macro import (
     MacroContext,
     MacroString,
     expand,
-    parse_macro_string,
     truncate_domain,
 )
 from spf_milter.spf.names import (
@@ -47,7 +49,7 @@ from spf_milter.spf.record import (
     Qualifier,
     Record,
     is_spf_record,
-    parse_record_cached,
+    select_record,
 )
 from spf_milter.spf.result import CheckResult, SpfResult
 from spf_milter.spf.trace import Trace, TracedLookup, printable
@@ -66,11 +68,24 @@ RESULT_OF: Final = {
 }
 
 
-@dataclass(frozen=True, slots=True)
 class _Outcome:
-    result: SpfResult
-    mechanism: str | None = None
-    explanation: str | None = None
+    """What one record's evaluation came to; internal, made once per level.
+
+    A plain slotted class rather than a frozen dataclass: it is built on
+    every check, and a frozen dataclass's __init__ costs several times more.
+    """
+
+    __slots__ = ("explanation", "mechanism", "result")
+
+    def __init__(
+        self,
+        result: SpfResult,
+        mechanism: str | None = None,
+        explanation: str | None = None,
+    ) -> None:
+        self.result = result
+        self.mechanism = mechanism
+        self.explanation = explanation
 
 
 async def check_host(
@@ -110,6 +125,22 @@ async def check_host(
 
 class _Check:
     """The state of one check_host() call: inputs, counters, trace."""
+
+    __slots__ = (
+        "_context",
+        "clock",
+        "dns_terms",
+        "helo",
+        "ip",
+        "ip_int",
+        "is_v4",
+        "limits",
+        "lookup",
+        "receiver",
+        "sender",
+        "trace",
+        "void_lookups",
+    )
 
     def __init__(
         self,
@@ -190,7 +221,11 @@ class _Check:
             else:
                 hit = isinstance(mechanism, All) or await self.matches(mechanism, name)
             if hit:
-                return await self.matched(directive, record, name, explain=explain)
+                outcome = self.matched(directive)
+                if explain and outcome.result is SpfResult.FAIL:
+                    explanation = await self.explain(record.explanation, name)
+                    return _Outcome(outcome.result, outcome.mechanism, explanation)
+                return outcome
             if self.trace is not None:
                 self.trace.note(f"{directive.text}: no match")
         if record.redirect is not None and not record.has_all:
@@ -200,29 +235,29 @@ class _Check:
 
     async def find_record(self, name: str) -> Record | None:
         """Return ``name``'s one SPF record, None if it has none (§4.4, §4.5)."""
-        texts = await self.query(self.lookup.txt, name)
-        records = [text for text in texts if is_spf_record(text)]
-        if not records:
-            self.note(f"{name}: no SPF record")
-            return None
-        if len(records) > 1:
-            raise PermError(f"{name} has {len(records)} SPF records")
+        try:
+            texts = await self.lookup.txt(name)  # name was normalised: queryable
+        except DnsError as error:
+            raise TempError(str(error)) from None
+        record = select_record(tuple(texts))
         if self.trace is not None:
-            self.trace.note(f"{name}: record {printable(records[0])}")
-        record = parse_record_cached(records[0])
+            self.trace_record(name, texts)
         if isinstance(record, PermError):
             raise PermError(f"{name}: {record.problem}")
         return record
 
-    async def matched(
-        self, directive: Directive, record: Record, name: str, *, explain: bool
-    ) -> _Outcome:
+    def trace_record(self, name: str, texts: list[bytes]) -> None:
+        records = [text for text in texts if is_spf_record(text)]
+        if len(records) == 1:
+            self.note(f"{name}: record {printable(records[0])}")
+        elif not records:
+            self.note(f"{name}: no SPF record")
+
+    def matched(self, directive: Directive) -> _Outcome:
         result = RESULT_OF[directive.qualifier]
-        self.note(f"{directive.text}: match, {result}")
-        explanation = None
-        if explain and result is SpfResult.FAIL:
-            explanation = await self.explain(record.explanation, name)
-        return _Outcome(result, directive.text, explanation)
+        if self.trace is not None:
+            self.trace.note(f"{directive.text}: match, {result}")
+        return _Outcome(result, directive.text)
 
     async def redirect(
         self, target: MacroString, name: str, *, explain: bool
@@ -414,12 +449,15 @@ class _Check:
         return query_name(truncate_domain(await self.expand(spec, name)))
 
     async def expand(self, spec: MacroString, name: str) -> str:
-        context = dataclasses.replace(self.context, domain=name)
-        if "p" in spec.letters:
+        context = self.context
+        letters = spec.letters
+        if "d" in letters:
+            context = dataclasses.replace(context, domain=name)
+        if "p" in letters:
             context = dataclasses.replace(
                 context, validated_name=await self.validated_name(name)
             )
-        if "t" in spec.letters:
+        if "t" in letters:
             context = dataclasses.replace(context, timestamp=int(self.clock()))
         return expand(spec, context)
 
@@ -427,15 +465,16 @@ class _Check:
         self.dns_terms += 1
         if self.dns_terms > self.limits.max_dns_terms:
             raise PermError(
-                f"more than {self.limits.max_dns_terms} DNS-querying terms (§4.6.4)"
+                f"more than {self.limits.max_dns_terms} DNS-querying terms"
+                " (RFC 7208 section 4.6.4)"
             )
 
     def count_void(self, name: str) -> None:
         self.void_lookups += 1
         if self.void_lookups > self.limits.max_void_lookups:
             raise PermError(
-                f"more than {self.limits.max_void_lookups} void lookups (§4.6.4),"
-                f" the last for {name}"
+                f"more than {self.limits.max_void_lookups} void lookups"
+                f" (RFC 7208 section 4.6.4), the last for {name}"
             )
 
     # -- explanation (§6.2) ---------------------------------------------------
@@ -451,8 +490,6 @@ class _Check:
             else:
                 explain_string = await fetch_explanation(self.lookup, domain, self.note)
         if explain_string is None:
-            explain_string = parse_macro_string(
-                self.limits.default_explanation, explain=True
-            )
+            explain_string = parse_explain_string(self.limits.default_explanation)
         text = await self.expand(explain_string, name)
         return sanitise_explanation(text, self.limits.max_explanation_length)

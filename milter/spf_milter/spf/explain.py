@@ -7,6 +7,7 @@ explanation, and what comes out is one short line of printable ASCII.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from spf_milter.spf.errors import PermError
@@ -31,10 +32,26 @@ async def fetch_explanation(
         note(f"exp={domain}: {len(texts)} TXT records, using the default")
         return None
     try:
-        return parse_macro_string(texts[0].decode("ascii"), explain=True)
+        return parse_explain_string(texts[0].decode("ascii"))
     except (PermError, UnicodeDecodeError) as error:
         note(f"exp={domain}: {error}, using the default")
         return None
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_explain_string(text: str) -> MacroString | PermError:
+    try:
+        return parse_macro_string(text, explain=True)
+    except PermError as error:
+        return error
+
+
+def parse_explain_string(text: str) -> MacroString:
+    """Parse an explain-string (§6.2), once per distinct text; PermError if bad."""
+    parsed = _parse_explain_string(text)
+    if isinstance(parsed, PermError):
+        raise PermError(parsed.problem)
+    return parsed
 
 
 def sanitise_explanation(text: str, max_length: int) -> str:
@@ -44,7 +61,10 @@ def sanitise_explanation(text: str, max_length: int) -> str:
     and header fields: control characters (CR, LF, NUL, ...) and 8-bit
     characters become "?".
     """
-    cleaned = "".join(char if " " <= char <= "~" else "?" for char in text).strip()
+    if text.isascii() and text.isprintable():
+        cleaned = text.strip()  # the usual case: nothing to replace
+    else:
+        cleaned = "".join(c if " " <= c <= "~" else "?" for c in text).strip()
     if len(cleaned) > max_length:
         cleaned = cleaned[: max_length - 3].rstrip() + "..."
     return cleaned

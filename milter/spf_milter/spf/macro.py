@@ -26,7 +26,9 @@ _UNRESERVED: Final = "-._~"
 # RFC 7208 §7.3: an expanded name longer than this loses labels on the left.
 MAX_DOMAIN_LENGTH: Final = 253
 
-_MACRO_EXPAND = re.compile(r"%\{([A-Za-z])(\d*)(r?)([.\-+,/_=]*)\}", re.ASCII)
+# §7.1: "%{" macro-letter transformers *delimiter "}", transformers = *DIGIT
+# ["r"]; ABNF strings are case-insensitive (RFC 5234 §2.3), so "R" too.
+_MACRO_EXPAND = re.compile(r"%\{([A-Za-z])(\d*)([rR]?)([.\-+,/_=]*)\}", re.ASCII)
 _SIMPLE_ESCAPES: Final = {"%%": "%", "%_": " ", "%-": "%20"}
 
 
@@ -156,7 +158,7 @@ def _parse_expand(
         raise PermError(f"macro letter {letter!r} is not allowed here in {text!r}")
     keep = int(digits) if digits else None
     if keep == 0:
-        # §7.1: "If a DIGIT is specified, the value MUST be nonzero."
+        # §7.3: "If a DIGIT is specified, the value MUST be nonzero."
         raise PermError(f"zero transformer in {found.group()!r}")
     macro = MacroExpand(
         letter=letter.lower(),

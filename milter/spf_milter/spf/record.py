@@ -146,6 +146,21 @@ def parse_record_cached(text: bytes) -> Record | PermError:
         return error
 
 
+@functools.lru_cache(maxsize=MAX_CACHED_RECORDS)
+def select_record(texts: tuple[bytes, ...]) -> Record | PermError | None:
+    """Return the one SPF record among a name's TXT records (§4.5), parsed.
+
+    None when there is none; a PermError for several or for a syntax error.
+    A memo, like parse_record_cached: a warm check pays one dict lookup.
+    """
+    records = [text for text in texts if is_spf_record(text)]
+    if not records:
+        return None
+    if len(records) > 1:
+        return PermError(f"{len(records)} SPF records, not one")
+    return parse_record_cached(records[0])
+
+
 def parse_record(raw: bytes) -> Record:
     """Parse an SPF record (which ``is_spf_record`` accepted) or raise PermError."""
     try:
