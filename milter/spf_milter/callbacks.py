@@ -17,7 +17,7 @@ import ipaddress
 import itertools
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, Final, TypeVar, cast
 
 import Milter
@@ -37,6 +37,7 @@ from spf_milter.outcome import (
     recipient_domain,
     reply_of,
 )
+from spf_milter.policy import Decision
 from spf_milter.service import Service
 from spf_milter.session import (
     CheckFuture,
@@ -175,7 +176,7 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
             conn.helo_check.cancel()
             conn.helo_check = None
         if conn.skip is None and conn.client_ip is not None:
-            conn.helo_check = self.service.loop.submit(
+            conn.helo_check = self._submit(
                 check_helo(
                     conn.settings.lookup,
                     conn.client_ip,
@@ -213,6 +214,7 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         helo, mailfrom = self._results(conn, transaction)
         envelope = Envelope(conn.client_ip, conn.helo, transaction.mail_from)
         decision = decide_for(conn.settings, envelope, recipient, helo, mailfrom)
+        self._count(decision, helo, mailfrom)
         entry = RecipientDecision(recipient, recipient_domain(recipient), decision)
         transaction.decisions.append(entry)
         action = decision.action
@@ -366,7 +368,7 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
             return conn.helo_check
         if conn.client_ip is None:
             raise RuntimeError("no client address to check")
-        return self.service.loop.submit(
+        return self._submit(
             check_mail_from(
                 conn.settings.lookup,
                 conn.client_ip,
@@ -376,6 +378,25 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
                 limits=conn.settings.limits,
             )
         )
+
+    def _submit(self, check: Coroutine[Any, Any, IdentityCheck]) -> CheckFuture:
+        """Run a check on the shared event loop; count it for the metrics."""
+        metrics = self.service.metrics
+        metrics.check_started()
+        future = self.service.loop.submit(check)
+
+        def finished(done: CheckFuture) -> None:
+            if done.cancelled() or done.exception() is not None:
+                metrics.check_abandoned()
+                return
+            checked = done.result()
+            seconds = checked.elapsed_ms / 1000
+            metrics.check_finished(
+                str(checked.identity), str(checked.result.result), seconds
+            )
+
+        future.add_done_callback(finished)
+        return future
 
     def _results(
         self, conn: Connection, transaction: Transaction
@@ -399,6 +420,23 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
             domain = conn.helo if identity is Identity.HELO else ""
             result = CheckResult(SpfResult.TEMPERROR, domain, problem=problem)
             return IdentityCheck(identity, "", result)
+
+    def _count(
+        self,
+        decision: Decision,
+        helo: IdentityCheck | None,
+        mailfrom: IdentityCheck | None,
+    ) -> None:
+        driver = decision.identity
+        checked = helo if driver is Identity.HELO else mailfrom
+        self.service.metrics.decision(
+            str(driver) if driver else "none",
+            str(checked.result.result) if checked else "unchecked",
+            describe_action(
+                decision, dry_run=self._connection().settings.config.dry_run
+            ),
+            decision.rule,
+        )
 
     def _reply(self, reply: SmtpReply) -> None:
         self.setreply(str(reply.code), reply.status, milter_reply_text(reply))

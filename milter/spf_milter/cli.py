@@ -168,9 +168,9 @@ def _check_config(path: Path) -> int:
     except ConfigError as error:
         print(error, file=sys.stderr)
         return daemon.EX_CONFIG
-    policy = configuration.policy
+    rules = len(configuration.policy.domains)
     print(
-        f"{path}: OK ({len(policy.domains)} domain rules besides the default,"
-        f" socket {configuration.daemon.socket.connection_string()})"
+        f"{path}: OK ({rules} domain rule{'' if rules == 1 else 's'} besides the"
+        f" default, socket {configuration.daemon.socket.connection_string()})"
     )
     return 0

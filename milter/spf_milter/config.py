@@ -162,6 +162,18 @@ class LogConfig:
     syslog_socket: Path = Path("/dev/log")
 
 
+LOOPBACK: Final = ipaddress.IPv4Address("127.0.0.1")
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsConfig:
+    """The optional Prometheus endpoint (spf_milter.metrics)."""
+
+    enabled: bool = False
+    address: IPAddress = LOOPBACK
+    port: int = 9107
+
+
 @dataclass(frozen=True, slots=True)
 class DaemonConfig:
     """Everything in spf-milter.yaml, validated."""
@@ -179,6 +191,7 @@ class DaemonConfig:
     dry_run: bool
     on_error: OnError
     log: LogConfig
+    metrics: MetricsConfig = MetricsConfig()
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +208,8 @@ DEFAULT_TRUSTED_NETWORKS: Final = (
     ipaddress.ip_network("::1/128"),
 )
 TOP_KEYS: Final = (
-    *("authserv_id", "dns", "dry_run", "group", "headers", "log", "on_error"),
+    *("authserv_id", "dns", "dry_run", "group", "headers", "log", "metrics"),
+    *("on_error",),
     *("policy", "policy_dir", "socket", "socket_group", "socket_mode"),
     *("trust_authenticated", "trusted_networks", "user"),
 )
@@ -213,6 +227,7 @@ HEADER_KEYS: Final = (
     "receiver",
 )
 LOG_KEYS: Final = ("destination", "level", "syslog_facility", "syslog_socket")
+METRICS_KEYS: Final = ("address", "enabled", "port")
 _DNS: Final = DnsConfig()
 _LOG: Final = LogConfig()
 
@@ -369,7 +384,29 @@ def read_config(path: Path, problems: list[ConfigProblem]) -> DaemonConfig:
         dry_run=fields.get("dry_run", as_bool, False),
         on_error=fields.get("on_error", as_choice(OnError), OnError.TEMPFAIL),
         log=_read_log(fields.sub("log", LOG_KEYS)),
+        metrics=_read_metrics(fields.sub("metrics", METRICS_KEYS)),
     )
+
+
+def _read_metrics(fields: Fields) -> MetricsConfig:
+    default = MetricsConfig()
+    return MetricsConfig(
+        enabled=fields.get("enabled", as_bool, default.enabled),
+        address=fields.get("address", _as_address, default.address),
+        port=fields.get("port", _as_port, default.port),
+    )
+
+
+def _as_address(node: Node) -> IPAddress:
+    text = as_str(node)
+    try:
+        return ipaddress.ip_address(text)
+    except ValueError:
+        raise ValueError(f"{quote(text)} is not an IP address") from None
+
+
+def _as_port(node: Node) -> int:
+    return _port(str(as_count(65535, node)))
 
 
 def load_config(path: Path) -> DaemonConfig:

@@ -27,10 +27,12 @@ from spf_milter.config import (
     ConfigError,
     DaemonConfig,
     InetSocket,
+    MetricsConfig,
     UnixSocket,
     load_all,
 )
 from spf_milter.eventloop import EventLoop
+from spf_milter.metrics import Metrics, PrometheusMetrics
 from spf_milter.service import Service, Settings, make_cache
 
 log = logging.getLogger(__name__)
@@ -56,8 +58,11 @@ def run(config_path: Path) -> int:
     logsetup.configure(daemon.log)
     cache = make_cache(daemon.dns)
     try:
-        settings = Settings.from_configuration(configuration, cache=cache)
-    except ValueError as error:
+        metrics = start_metrics(daemon.metrics)
+        settings = Settings.from_configuration(
+            configuration, cache=cache, metrics=metrics
+        )
+    except (StartupError, ValueError) as error:
         log.error("cannot start: %s", error)
         return EX_CONFIG
     try:
@@ -68,10 +73,12 @@ def run(config_path: Path) -> int:
         return EX_CONFIG
     loop = EventLoop()
     loop.start()
-    service = Service(config_path, settings, loop, cache)
+    service = Service(config_path, settings, loop, cache, metrics)
+    metrics.watch_cache(lambda: service.cache)
     try:
         return _serve(service, daemon, privileges)
     finally:
+        metrics.stop()
         loop.stop()
 
 
@@ -127,6 +134,23 @@ class Privileges:
     uid: int | None
     gid: int | None
     socket_gid: int | None
+
+
+def start_metrics(config: MetricsConfig) -> Metrics:
+    """Start the Prometheus endpoint if enabled; StartupError if it cannot be."""
+    if not config.enabled:
+        return Metrics()
+    try:
+        return PrometheusMetrics(str(config.address), config.port)
+    except ImportError:
+        raise StartupError(
+            "metrics.enabled needs the prometheus-client package"
+            " (pip install 'spf-milter[metrics]')"
+        ) from None
+    except OSError as error:
+        raise StartupError(
+            f"metrics: cannot listen on {config.address} port {config.port}: {error}"
+        ) from None
 
 
 def resolve_privileges(daemon: DaemonConfig) -> Privileges:

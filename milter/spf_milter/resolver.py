@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
@@ -155,10 +156,12 @@ class DnsLookup:
         nameservers: Sequence[Nameserver] = (),
         timeout: float = DEFAULT_TIMEOUT,
         cache: DnsCache | None = None,
+        on_query: Callable[[str, float], None] | None = None,
     ) -> None:
         self._resolver = _make_resolver(nameservers)
         self._timeout = timeout
         self._cache = cache
+        self._on_query = on_query  # (record type, seconds) of each query sent
 
     # The three most frequent types look in the cache before creating any
     # coroutine: on a busy daemon's warm path that is most of the work.
@@ -228,6 +231,16 @@ class DnsLookup:
             # server could hold records for it: an empty answer, as for
             # NXDOMAIN (RFC 7208 §4.3 lets a check end at malformed names).
             return [], 0.0
+        started = time.monotonic()
+        try:
+            return await self._resolve(name, qname, rdtype)
+        finally:
+            if self._on_query is not None:
+                self._on_query(rdtype.name, time.monotonic() - started)
+
+    async def _resolve(
+        self, name: str, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType
+    ) -> tuple[Sequence[dns.rdata.Rdata], float]:
         try:
             # dnspython checks its lifetime only between attempts and may
             # sleep a retry backoff past it; asyncio.timeout makes it a hard bound.

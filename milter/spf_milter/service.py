@@ -23,6 +23,7 @@ from spf_milter.config import (
 )
 from spf_milter.dnscache import DnsCache
 from spf_milter.eventloop import EventLoop
+from spf_milter.metrics import Metrics
 from spf_milter.policy import Policy
 from spf_milter.resolver import DnsLookup
 from spf_milter.spf import Limits, Lookup
@@ -45,12 +46,16 @@ class Settings:
         configuration: Configuration,
         lookup: Lookup | None = None,
         cache: DnsCache | None = None,
+        metrics: Metrics | None = None,
     ) -> Settings:
         """Build the snapshot; ``lookup`` overrides the DNS (tests, benchmarks)."""
         daemon = configuration.daemon
         if lookup is None:
             dns = daemon.dns
-            lookup = DnsLookup(dns.nameservers, timeout=dns.timeout, cache=cache)
+            on_query = metrics.dns_query if metrics is not None else None
+            lookup = DnsLookup(
+                dns.nameservers, timeout=dns.timeout, cache=cache, on_query=on_query
+            )
         return cls(
             config=daemon,
             policy=configuration.policy,
@@ -85,10 +90,12 @@ class Service:
         settings: Settings,
         loop: EventLoop,
         cache: DnsCache | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
         self.config_path = config_path
         self.loop = loop
         self.cache = cache
+        self.metrics = metrics if metrics is not None else Metrics()
         self._settings = settings
         self._lock = threading.Lock()
         self._noted: set[str] = set()
@@ -109,7 +116,9 @@ class Service:
         try:
             configuration = load_all(self.config_path)
             cache = self._cache_for(configuration.daemon.dns)
-            settings = Settings.from_configuration(configuration, cache=cache)
+            settings = Settings.from_configuration(
+                configuration, cache=cache, metrics=self.metrics
+            )
         except ConfigError as error:
             for line in str(error).splitlines():
                 log.error("reload: %s", line)

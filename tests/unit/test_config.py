@@ -30,7 +30,8 @@ from spf_milter.spf import SpfResult
 
 ETC = Path(__file__).resolve().parents[2] / "etc"
 CONFIG_KEYS = (
-    "authserv_id, dns, dry_run, group, headers, log, on_error, policy, policy_dir,"
+    "authserv_id, dns, dry_run, group, headers, log, metrics, on_error, policy,"
+    " policy_dir,"
     " socket, socket_group, socket_mode, trust_authenticated, trusted_networks, user"
 )
 
