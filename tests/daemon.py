@@ -77,7 +77,13 @@ class MilterDaemon:
         self.process: subprocess.Popen[bytes] | None = None
 
     def rewrite_config(self, config: str) -> None:
-        """Write the configuration, keeping the socket and DNS settings."""
+        """Write the configuration, keeping the socket and DNS settings.
+
+        As root, the daemon refuses to start without a user to switch to;
+        unless the test sets one, say explicitly that root is meant.
+        """
+        if os.geteuid() == 0 and "user:" not in config:
+            config = "user: root\n" + config
         self.config_path.write_text(self.listen + self.dns + config)
 
     def _listening(self) -> bool:
@@ -149,7 +155,11 @@ class MilterDaemon:
         )
 
     def __enter__(self) -> MilterDaemon:
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.stop()  # never leave a half-started daemon behind
+            raise
         return self
 
     def __exit__(

@@ -166,6 +166,12 @@ def resolve_privileges(daemon: DaemonConfig) -> Privileges:
         socket_gid = grp.getgrnam(socket_group).gr_gid if socket_group else None
     except KeyError as error:
         raise StartupError(f"group {error.args[0]} does not exist") from None
+    if user is None and os.geteuid() == 0:
+        # Least privilege: root must be asked for, not fallen into.
+        raise StartupError(
+            "refusing to run as root: set user (and group) in the configuration,"
+            " or user: root to run as root anyway"
+        )
     if user is not None and gid is None:
         gid = user.pw_gid
     uid = user.pw_uid if user else None
@@ -224,8 +230,14 @@ def _after_open(daemon: DaemonConfig, privileges: Privileges) -> None:
             os.chown(listen.path, owner, group)
         listen.path.chmod(listen.mode)
     if privileges.uid is None or privileges.user is None:
-        if os.geteuid() == 0:
-            log.warning("running as root: set user (and group) in the configuration")
+        return  # not root (resolve_privileges refuses root without a user)
+    if os.geteuid() != 0:
+        if privileges.uid != os.geteuid():
+            log.warning(
+                "not started as root: cannot switch to user %s, running as uid %d",
+                privileges.user,
+                os.geteuid(),
+            )
         return
     gid = privileges.gid if privileges.gid is not None else os.getegid()
     os.setgroups([])

@@ -63,7 +63,7 @@ def test_unix_socket_gets_its_mode_and_sigterm_stops_cleanly(tmp_path: Path) -> 
     tmp_path.chmod(0o755)
     socket_path = tmp_path / "run" / "spf-milter.sock"
     config = tmp_path / "spf-milter.yaml"
-    config.write_text(f'socket: unix:{socket_path}\nsocket_mode: "0666"\n')
+    config.write_text(f'socket: unix:{socket_path}\nsocket_mode: "0666"\nuser: root\n')
     (tmp_path / "policy.yaml").write_text("")
     process = subprocess.Popen(
         [console_script(), "run", "--config", str(config)],
@@ -140,3 +140,12 @@ def test_unknown_user_is_refused_at_start(tmp_path: Path) -> None:
     done = _run("run", "--config", str(tmp_path / "spf-milter.yaml"))
     assert done.returncode == 78
     assert "user 'no-such-user-here' does not exist" in done.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root is refused")
+def test_root_without_a_user_to_switch_to_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "spf-milter.yaml").write_text("socket: inet:8894@127.0.0.1\n")
+    (tmp_path / "policy.yaml").write_text("")
+    done = _run("run", "--config", str(tmp_path / "spf-milter.yaml"))
+    assert done.returncode == 78
+    assert "refusing to run as root: set user" in done.stderr
