@@ -22,20 +22,24 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import TYPE_CHECKING, Final, Self
 
+from mta.common import is_zombie, make_public_dir
 from mta.delivery import DELIVERY_TIMEOUT, Delivery, Mailbox
 from mta.loopback import free_port, is_listening
 from mta.postfixconf import Layout, Settings, create_layout, make_settings, write_config
 from mta.wait import WaitTimeout, wait_until
 
+if TYPE_CHECKING:
+    from mta.milterprocess import MilterSocket
+
+__all__ = ["PostfixError", "PostfixInstance", "make_public_dir", "postfix_available"]
+
 POSTFIX: Final = "/usr/sbin/postfix"
 POSTQUEUE: Final = "/usr/sbin/postqueue"
-WORK_ROOT: Final = Path("/tmp")
 START_TIMEOUT: Final = 10.0
 STOP_TIMEOUT: Final = 5.0
 COMMAND_TIMEOUT: Final = 30.0
@@ -55,6 +59,8 @@ def postfix_available() -> bool:
 
 class PostfixInstance:
     """A private Postfix on loopback ports; see the module docstring."""
+
+    name: Final = "postfix"
 
     def __init__(
         self,
@@ -221,6 +227,17 @@ class PostfixInstance:
         )
         self._apply(wanted, timeout)
 
+    def reconfigure(
+        self,
+        *,
+        milter: MilterSocket | None = None,
+        sasl_users: Mapping[str, str] | None = None,
+    ) -> None:
+        """The common MTA protocol (mta.common.Mta): ``reset()`` to these."""
+        self.reset(
+            milter="" if milter is None else milter.postfix, sasl_users=sasl_users
+        )
+
     def _apply(self, wanted: Settings, timeout: float) -> None:
         """Write ``wanted`` and, if running, ``postfix reload``.
 
@@ -266,7 +283,7 @@ class PostfixInstance:
             if not proc.name.isdigit():
                 continue
             with contextlib.suppress(OSError):
-                if _is_zombie(proc):
+                if is_zombie(proc):
                     continue
                 environ = (proc / "environ").read_bytes().split(b"\0")
                 if marker in environ or work_dir in (proc / "cmdline").read_bytes():
@@ -335,6 +352,14 @@ class PostfixInstance:
             raise PostfixError(self._failure("postqueue -j", done))
         return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
 
+    def held(self) -> list[str]:
+        """Return the ids of the messages in the hold queue (a milter quarantined)."""
+        return [
+            str(entry["queue_id"])
+            for entry in self.mailq()
+            if entry.get("queue_name") == "hold"
+        ]
+
     def queue_ids(self) -> list[str]:
         """Return the ids of the messages still in the queue."""
         return [str(entry["queue_id"]) for entry in self.mailq()]
@@ -356,23 +381,3 @@ class PostfixInstance:
 def _clean_environment() -> dict[str, str]:
     """Return the environment for postfix(1); never a MAIL_CONFIG of the caller's."""
     return {k: v for k, v in os.environ.items() if not k.startswith("MAIL_")}
-
-
-def _is_zombie(proc: Path) -> bool:
-    # /proc/PID/stat: "pid (comm) state ..."; comm may contain spaces or ')'.
-    after_comm = (proc / "stat").read_bytes().rpartition(b")")[2]
-    return after_comm.split()[0] == b"Z"
-
-
-def make_public_dir(prefix: str) -> Path:
-    """Create a fresh directory under /tmp that users postfix and nobody can walk.
-
-    P6: mkdtemp() makes it 0700, and pytest's tmp_path sits under a 0700
-    parent, so neither will do for a work dir or a milter's unix socket.
-    """
-    path = Path(tempfile.mkdtemp(prefix=prefix, dir=WORK_ROOT))
-    path.chmod(0o755)
-    for directory in [path, *path.parents]:
-        if not directory.stat().st_mode & 0o001:
-            raise PostfixError(f"{directory} is not world-traversable (o+x)")
-    return path

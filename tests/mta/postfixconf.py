@@ -1,7 +1,8 @@
 """The files of a private Postfix instance: main.cf, master.cf, the sink, SASL.
 
 Every setting below answers a pitfall of MTA-TESTING.md (P1-P8) or a need of
-the milter's tests; the comments say which.
+the milter's tests; the comments say which. The milter settings themselves
+are README.md's main.cf lines, socket aside (mta.wiring).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
+
+from mta.wiring import readme_main_cf
 
 MAIL_OWNER: Final = "postfix"
 SINK_USER: Final = "nobody"
@@ -167,10 +170,7 @@ def render_main_cf(layout: Layout, settings: Settings) -> str:
         # raw 8-bit HELO and MAIL FROM values reach the milter.
         "smtputf8_enable": "yes",
         "biff": "no",
-        "smtpd_milters": settings.milter,
-        "non_smtpd_milters": settings.milter,
-        "milter_default_action": "tempfail",
-        "milter_protocol": "6",
+        **_milter_main_cf(settings),
         **_sasl_main_cf(layout, settings),
         **dict(settings.main_cf),
     }
@@ -178,6 +178,13 @@ def render_main_cf(layout: Layout, settings: Settings) -> str:
         if "\n" in name + value:
             raise ValueError(f"main.cf setting {name!r} = {value!r} spans lines")
     return "".join(f"{name} = {value}\n" for name, value in base.items())
+
+
+def _milter_main_cf(settings: Settings) -> dict[str, str]:
+    """The milter settings exactly as README.md documents them (mta.wiring)."""
+    if not settings.milter:
+        return {"smtpd_milters": "", "non_smtpd_milters": ""}
+    return dict(readme_main_cf(settings.milter))
 
 
 def _instance_main_cf(layout: Layout) -> dict[str, str]:

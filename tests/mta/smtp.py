@@ -9,6 +9,10 @@
     result.end_of_data                     # Reply(250, "2.0.0 Ok: queued as ...")
     result.queue_id                        # "..."
 
+Sendmail has no XCLIENT: a test there varies the client with a real loopback
+source address instead (``source="127.0.0.10"``, or ``host="::1"``), which
+works the same with Postfix.
+
 HELO names, addresses and header fields may be ``bytes`` and go on the wire
 exactly as given (no quoting, no folding, no checks), so tests can send hostile
 values. Only the body has its line ends turned into CRLF; dot-stuffing is done
@@ -34,7 +38,11 @@ Headers = Mapping[Text, Text] | Sequence[tuple[Text, Text]]
 SMTP_TIMEOUT: Final = 10.0
 CLIENT_NAME: Final = "client.test.example"
 MESSAGE_ID_DOMAIN: Final = "test.example"
-QUEUED_AS: Final = re.compile(r"queued as ([0-9A-Za-z]+)")
+# Postfix: "2.0.0 Ok: queued as 4Xk2Lx0Yz3";
+# Sendmail: "2.0.0 5AMEh1xS001234 Message accepted for delivery".
+QUEUED_AS: Final = re.compile(
+    r"queued as ([0-9A-Za-z]+)|^2\.0\.0 ([0-9A-Za-z]+) Message accepted for delivery"
+)
 # RFC 3461 §4: xtext; Postfix decodes XCLIENT attribute values as xtext.
 XTEXT_PLAIN: Final = frozenset(range(33, 127)) - {ord("+"), ord("=")}
 
@@ -83,7 +91,7 @@ class SendResult:
         if self.end_of_data is None:
             return None
         found = QUEUED_AS.search(self.end_of_data.text)
-        return found.group(1) if found else None
+        return (found.group(1) or found.group(2)) if found else None
 
     @property
     def accepted_recipients(self) -> list[str]:
@@ -118,9 +126,20 @@ def _decode(value: Text) -> str:
 class SmtpClient:
     """One SMTP connection, step by step; each step returns the Reply."""
 
-    def __init__(self, host: str, port: int, timeout: float = SMTP_TIMEOUT) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        timeout: float = SMTP_TIMEOUT,
+        source: str | None = None,
+    ) -> None:
+        """Connect; ``source`` is the local address to connect from (loopback)."""
         # local_hostname: smtplib would otherwise call getfqdn(), a DNS query.
-        self.smtp = smtplib.SMTP(local_hostname=CLIENT_NAME, timeout=timeout)
+        self.smtp = smtplib.SMTP(
+            local_hostname=CLIENT_NAME,
+            timeout=timeout,
+            source_address=None if source is None else (source, 0),
+        )
         code, text = self.smtp.connect(host, port)
         self.greeting = Reply(code, text.decode("utf-8", "replace"))
 
@@ -197,6 +216,7 @@ def send(
     port: int,
     *,
     host: str = "127.0.0.1",
+    source: str | None = None,
     client_ip: str | ipaddress.IPv4Address | ipaddress.IPv6Address | None = None,
     client_name: str | None = None,
     helo: Text = CLIENT_NAME,
@@ -211,13 +231,15 @@ def send(
 ) -> SendResult:
     """Run one SMTP session and return every reply; never raise on a rejection.
 
-    ``client_ip`` claims that client through XCLIENT (then EHLO again);
+    ``source`` is the local address the connection comes from, a real
+    client address (say 127.0.0.10, or ::1 with ``host="::1"``); ``client_ip``
+    claims a client through XCLIENT instead (Postfix only; then EHLO again);
     ``auth`` is ``(user, password)`` for AUTH PLAIN. The session stops at the
     first step that fails in a way later steps depend on (XCLIENT, HELO, AUTH,
     MAIL); a rejected recipient does not stop the others. DATA is sent only if
     some recipient was accepted.
     """
-    client = SmtpClient(host, port, timeout)
+    client = SmtpClient(host, port, timeout, source)
     result = SendResult(greeting=client.greeting)
     try:
         if _open(client, result, client_ip, client_name, helo, esmtp, auth):
