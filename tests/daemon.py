@@ -87,13 +87,20 @@ class MilterDaemon:
         self.config_path.write_text(self.listen + self.dns + config)
 
     def _listening(self) -> bool:
+        """Tell whether the socket takes connections (a stale file does not)."""
         if self.milter_spec.startswith("unix:"):
-            return self.socket_path.exists()
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            address: str | tuple[str, int] = str(self.socket_path)
+        else:
+            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            address = ("127.0.0.1", self.port)
+        with probe:
+            probe.settimeout(0.5)
+            try:
+                probe.connect(address)
+            except OSError:
+                return False
+            return True
 
     def start(self) -> None:
         with self.log_path.open("ab") as log:
@@ -151,7 +158,7 @@ class MilterDaemon:
 
     def log(self) -> str:
         return (
-            self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+            self.log_path.read_text(errors="replace") if self.log_path.is_file() else ""
         )
 
     def __enter__(self) -> MilterDaemon:
