@@ -28,6 +28,7 @@ from spf_milter.config import (
     DaemonConfig,
     InetSocket,
     MetricsConfig,
+    Socket,
     UnixSocket,
     load_all,
 )
@@ -185,44 +186,55 @@ def _prepare_socket_directory(daemon: DaemonConfig) -> None:
         log.info("created %s", socket.path.parent)
 
 
-def set_nodelay(address: tuple[str, int]) -> bool:
-    """Turn Nagle's algorithm off on libmilter's listening TCP socket.
+def find_listener(listen: Socket) -> socket.socket | None:
+    """Return a duplicate of libmilter's listening socket, which it keeps to itself.
+
+    Socket options and shutdown() act on the socket, not on the descriptor,
+    so the duplicate serves to tune it; the caller closes the duplicate.
+    """
+    wanted: object
+    if isinstance(listen, InetSocket):
+        wanted = (str(listen.host), listen.port)
+    else:
+        wanted = str(listen.path)
+    for entry in Path("/proc/self/fd").iterdir():
+        try:
+            candidate = socket.socket(fileno=os.dup(int(entry.name)))
+        except (ValueError, OSError):
+            continue
+        try:
+            name = candidate.getsockname()
+            if candidate.type == socket.SOCK_STREAM and (
+                name == wanted or (isinstance(name, tuple) and name[:2] == wanted)
+            ):
+                return candidate
+        except OSError:
+            pass
+        candidate.close()
+    return None
+
+
+def set_nodelay(listen: InetSocket) -> None:
+    """Turn Nagle's algorithm off on the listening TCP socket.
 
     libmilter sends a reply as several small writes (each header change,
     then "continue"); with Nagle, a write waits for the ACK of the one
     before, which the MTA delays by up to 40 ms. Sockets that accept()
-    returns inherit TCP_NODELAY from the listener on Linux. libmilter does
-    not hand out its socket, so it is found among our descriptors.
+    returns inherit TCP_NODELAY from the listener on Linux.
     """
-    for entry in Path("/proc/self/fd").iterdir():
-        try:
-            fd = int(entry.name)
-            listener = socket.socket(fileno=os.dup(fd))
-        except (ValueError, OSError):
-            continue
-        with listener:
-            try:
-                if listener.type != socket.SOCK_STREAM or listener.family not in (
-                    socket.AF_INET,
-                    socket.AF_INET6,
-                ):
-                    continue
-                if listener.getsockname()[:2] != address:
-                    continue
-                listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                return True
-            except OSError:
-                continue
-    return False
+    listener = find_listener(listen)
+    if listener is None:
+        log.warning("could not set TCP_NODELAY on %s", listen.connection_string())
+        return
+    with listener:
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _after_open(daemon: DaemonConfig, privileges: Privileges) -> None:
     """Tune or give permissions to the new socket, then drop privileges."""
     listen = daemon.socket
-    if isinstance(listen, InetSocket) and not set_nodelay(
-        (str(listen.host), listen.port)
-    ):
-        log.warning("could not set TCP_NODELAY on %s", listen.connection_string())
+    if isinstance(listen, InetSocket):
+        set_nodelay(listen)
     if isinstance(listen, UnixSocket):
         owner = privileges.uid if privileges.uid is not None else -1
         group = privileges.socket_gid if privileges.socket_gid is not None else -1
