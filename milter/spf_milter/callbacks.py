@@ -139,6 +139,19 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         self.conn: Connection | None = None
         self.pending_error: str | None = None
 
+    def setsymlist(self, stage: int, *names: str) -> None:
+        """Ask for the macros ``names`` at ``stage`` (called by negotiate()).
+
+        pymilter 1.0.5's own setsymlist() gives its C module bytes where it
+        wants str; the TypeError is swallowed by negotiate(), which then
+        gives up on the whole negotiation: no macro lists, and none of the
+        steps declined (@nocallback) or unanswered (@noreply), so the MTA
+        sends every event and waits for every reply. An MTA that does not
+        offer SETSYMLIST keeps its default macro lists.
+        """
+        if self._actions & Milter.SETSYMLIST:
+            self._ctx.setsymlist(stage, " ".join(names))
+
     # -- the callbacks, in SMTP order ------------------------------------------
 
     @guarded
