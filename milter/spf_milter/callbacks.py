@@ -25,6 +25,7 @@ import milter
 
 from spf_milter.action import Defer, Quarantine, Reject, SmtpReply, milter_reply_text
 from spf_milter.config import OnError
+from spf_milter.dnscache import NotCached
 from spf_milter.headers import is_our_authserv_id
 from spf_milter.logsetup import ConnectionLog
 from spf_milter.outcome import (
@@ -47,7 +48,8 @@ from spf_milter.session import (
     Skip,
     Transaction,
 )
-from spf_milter.spf import CheckResult, Identity, SpfResult
+from spf_milter.spf import CheckResult, Identity, Lookup, SpfResult
+from spf_milter.spf.eager import WouldWait, run_now
 from spf_milter.spf.trace import printable
 from spf_milter.verify import (
     IdentityCheck,
@@ -63,6 +65,7 @@ ERROR_REPLY: Final = SmtpReply(
 )
 NO_REPLY: Final = frozenset({"header"})  # callbacks marked @Milter.noreply
 F = TypeVar("F", bound=Callable[..., Any])
+CheckCoroutine = Coroutine[Any, Any, IdentityCheck]
 
 # pymilter is untyped: name what we use of it once, with types.
 CONTINUE: Final[int] = Milter.CONTINUE
@@ -171,12 +174,13 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
             self.conn.skip = Skip.NO_ADDRESS
         elif any(client_ip in net for net in settings.config.trusted_networks):
             self.conn.skip = Skip.TRUSTED
-        conn_log.debug(
-            "connect from %s [%s]%s",
-            printable(hostname),
-            client_ip,
-            f": not checked ({self.conn.skip})" if self.conn.skip else "",
-        )
+        if conn_log.isEnabledFor(logging.DEBUG):
+            conn_log.debug(
+                "connect from %s [%s]%s",
+                printable(hostname),
+                client_ip,
+                f": not checked ({self.conn.skip})" if self.conn.skip else "",
+            )
         return CONTINUE
 
     @guarded
@@ -188,11 +192,12 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         if conn.helo_check is not None:
             conn.helo_check.cancel()
             conn.helo_check = None
-        if conn.skip is None and conn.client_ip is not None:
+        client_ip = conn.client_ip
+        if conn.skip is None and client_ip is not None:
             conn.helo_check = self._submit(
-                check_helo(
-                    conn.settings.lookup,
-                    conn.client_ip,
+                lambda lookup: check_helo(
+                    lookup,
+                    client_ip,
                     name,
                     receiver=conn.settings.config.headers.receiver,
                     limits=conn.settings.limits,
@@ -379,12 +384,13 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
             # §2.4: the null sender's identity is postmaster@HELO, exactly
             # the HELO check: share it rather than ask the DNS twice.
             return conn.helo_check
-        if conn.client_ip is None:
+        client_ip = conn.client_ip
+        if client_ip is None:
             raise RuntimeError("no client address to check")
         return self._submit(
-            check_mail_from(
-                conn.settings.lookup,
-                conn.client_ip,
+            lambda lookup: check_mail_from(
+                lookup,
+                client_ip,
                 address,
                 conn.helo,
                 receiver=conn.settings.config.headers.receiver,
@@ -392,11 +398,17 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
             )
         )
 
-    def _submit(self, check: Coroutine[Any, Any, IdentityCheck]) -> CheckFuture:
-        """Run a check on the shared event loop; count it for the metrics."""
+    def _submit(self, check: Callable[[Lookup], CheckCoroutine]) -> CheckFuture:
+        """Start a check; count it for the metrics.
+
+        A check whose DNS answers are all in the cache runs at once, in this
+        thread; any other goes to the shared event loop, which waits for DNS.
+        """
         metrics = self.service.metrics
         metrics.check_started()
-        future = self.service.loop.submit(check)
+        future = self._answer_from_cache(check)
+        if future is None:
+            future = self.service.loop.submit(check(self._connection().settings.lookup))
 
         def finished(done: CheckFuture) -> None:
             if done.cancelled() or done.exception() is not None:
@@ -409,6 +421,20 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
             )
 
         future.add_done_callback(finished)
+        return future
+
+    def _answer_from_cache(
+        self, check: Callable[[Lookup], CheckCoroutine]
+    ) -> CheckFuture | None:
+        cached = self._connection().settings.cached_lookup
+        if cached is None:
+            return None
+        try:
+            checked = run_now(check(cached))
+        except (NotCached, WouldWait):
+            return None  # it needs the DNS: the event loop will ask
+        future: CheckFuture = concurrent.futures.Future()
+        future.set_result(checked)
         return future
 
     def _results(
@@ -462,6 +488,10 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
     ) -> None:
         """Log one line per decision not logged yet."""
         conn = self._connection()
+        if not conn.log.isEnabledFor(logging.INFO):
+            for entry in transaction.decisions:
+                entry.logged = True
+            return
         elapsed = max((c.elapsed_ms for c in (helo, mailfrom) if c), default=0.0)
         for entry in transaction.decisions:
             if entry.logged:

@@ -8,7 +8,10 @@ soon asked again. The number of entries is bounded (least recently used
 goes first), and identical queries in flight are coalesced: a burst of
 connections that forge the same domain sends one query.
 
-Everything runs on the daemon's one event loop thread: no locks.
+Everything that changes the cache runs on the daemon's one event loop
+thread. peek() is also called from libmilter's threads (a check answered
+from the cache without going through the loop): it only reads, and each
+step it takes on the OrderedDict is atomic under the GIL.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ MAX_ENTRIES: Final = 10_000
 MIN_TTL: Final = 0.0
 MAX_TTL: Final = 3600.0
 ERROR_TTL: Final = 2.0
+
+
+class NotCached(Exception):
+    """The answer is not in the cache (see DnsLookup.cached_only)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +92,10 @@ class DnsCache:
         if entry is None or entry.expires <= self.clock():
             return None
         self.stats.hits += 1
-        self._entries.move_to_end(key)
+        try:  # noqa: SIM105 - contextlib.suppress costs more on this hot path
+            self._entries.move_to_end(key)
+        except KeyError:
+            pass  # evicted meanwhile by the event loop thread: the value stands
         value = entry.value
         return list(value) if type(value) is tuple else _unpack(value)
 

@@ -257,6 +257,8 @@ def _clean(text: str) -> str:
     """Cap ``text`` at MAX_TEXT_CHARS and replace all but printable ASCII."""
     if len(text) > MAX_TEXT_CHARS:
         text = text[: MAX_TEXT_CHARS - len(TRUNCATION_MARKER)] + TRUNCATION_MARKER
+    if text.isascii() and text.isprintable():
+        return text  # the usual case, checked in C
     return "".join(char if " " <= char <= "~" else "?" for char in text)
 
 

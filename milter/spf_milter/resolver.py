@@ -28,8 +28,8 @@ import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
 import dns.resolver
 
-from spf_milter.dnscache import DnsCache
-from spf_milter.spf.lookup import DnsServerFailure, DnsTimeout
+from spf_milter.dnscache import DnsCache, NotCached
+from spf_milter.spf.lookup import DnsServerFailure, DnsTimeout, Lookup
 
 DEFAULT_PORT: Final = 53
 DEFAULT_TIMEOUT: Final = 5.0  # seconds per query, retries included
@@ -163,6 +163,15 @@ class DnsLookup:
         self._cache = cache
         self._on_query = on_query  # (record type, seconds) of each query sent
 
+    def cached_only(self) -> Lookup | None:
+        """Return a Lookup that answers from the cache or raises NotCached.
+
+        It never waits and never needs the event loop, so a check whose
+        answers are all cached can run in the thread that wants it. None
+        when there is no cache.
+        """
+        return None if self._cache is None else _CachedAnswers(self._cache)
+
     # The three most frequent types look in the cache before creating any
     # coroutine: on a busy daemon's warm path that is most of the work.
 
@@ -262,6 +271,39 @@ class DnsLookup:
             # answer), YXDOMAIN: the answer stays unknown.
             raise DnsServerFailure(name, rdtype.name, str(exc)) from exc
         return list(answer.rrset or []), float(answer.chaining_result.minimum_ttl)
+
+
+class _CachedAnswers:
+    """The Lookup of DnsLookup.cached_only(): cached answers or NotCached."""
+
+    def __init__(self, cache: DnsCache) -> None:
+        self._cache = cache
+
+    def _answer(self, rdtype: str, name: str) -> list[Any]:
+        hit = self._cache.peek((rdtype, name.lower()))
+        if hit is None:
+            raise NotCached(f"{rdtype} {name}")
+        return hit
+
+    async def txt(self, name: str) -> list[bytes]:
+        """Return the cached TXT records of ``name``."""
+        return self._answer("TXT", name)
+
+    async def a(self, name: str) -> list[ipaddress.IPv4Address]:
+        """Return the cached A records of ``name``."""
+        return self._answer("A", name)
+
+    async def aaaa(self, name: str) -> list[ipaddress.IPv6Address]:
+        """Return the cached AAAA records of ``name``."""
+        return self._answer("AAAA", name)
+
+    async def mx(self, name: str) -> list[str]:
+        """Return the cached MX exchanges of ``name``."""
+        return self._answer("MX", name)
+
+    async def ptr(self, name: str) -> list[str]:
+        """Return the cached PTR targets of ``name``."""
+        return self._answer("PTR", name)
 
 
 def _negative_ttl(nxdomain: dns.resolver.NXDOMAIN, qname: dns.name.Name) -> float:

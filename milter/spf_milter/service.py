@@ -39,6 +39,7 @@ class Settings:
     policy: Policy
     lookup: Lookup
     limits: Limits
+    cached_lookup: Lookup | None = None  # answers from the cache or NotCached
 
     @classmethod
     def from_configuration(
@@ -50,17 +51,20 @@ class Settings:
     ) -> Settings:
         """Build the snapshot; ``lookup`` overrides the DNS (tests, benchmarks)."""
         daemon = configuration.daemon
+        cached_lookup = None
         if lookup is None:
             dns = daemon.dns
             on_query = metrics.dns_query if metrics is not None else None
-            lookup = DnsLookup(
+            resolver = DnsLookup(
                 dns.nameservers, timeout=dns.timeout, cache=cache, on_query=on_query
             )
+            lookup, cached_lookup = resolver, resolver.cached_only()
         return cls(
             config=daemon,
             policy=configuration.policy,
             lookup=lookup,
             limits=Limits(time_limit=daemon.dns.time_limit),
+            cached_lookup=cached_lookup,
         )
 
     @property

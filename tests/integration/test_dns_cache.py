@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 from collections.abc import Iterator
 
 import pytest
 
 from dnsserver import DnsServer
 from dnszone import Zone
-from spf_milter.dnscache import DnsCache
+from spf_milter.dnscache import DnsCache, NotCached
 from spf_milter.resolver import DnsLookup, parse_nameserver
-from spf_milter.spf import DnsServerFailure
+from spf_milter.spf import DnsServerFailure, SpfResult, check_host
+from spf_milter.spf.eager import run_now
 
 pytestmark = pytest.mark.integration
 
@@ -71,3 +73,25 @@ def test_answers_negative_answers_and_failures_are_cached(server: DnsServer) -> 
     assert ttls[("MX", "example.org")] == 300
     assert ttls[("A", "missing.example.org")] == 60  # the SOA's negative TTL
     assert ttls[("TXT", "broken.example.org")] == 2  # errors only briefly
+
+
+def test_a_fully_cached_check_runs_without_an_event_loop(server: DnsServer) -> None:
+    lookup = _lookup(server, DnsCache())
+    ip = ipaddress.ip_address("192.0.2.1")
+    warm = asyncio.run(check_host(lookup, ip, "example.org", "a@example.org"))
+    cached = lookup.cached_only()
+    assert cached is not None
+    queries = server.query_count
+    # No event loop runs in this thread here: the check must not need one.
+    again = run_now(check_host(cached, ip, "example.org", "a@example.org"))
+    assert (
+        (again.result, again.mechanism)
+        == (warm.result, warm.mechanism)
+        == (
+            SpfResult.PASS,
+            "mx",
+        )
+    )
+    assert server.query_count == queries
+    with pytest.raises(NotCached):
+        run_now(check_host(cached, ip, "other.example.org", "a@other.example.org"))

@@ -32,6 +32,24 @@ async def run_eagerly(coro: Coroutine[Any, Any, T], time_limit: float) -> T:
         return await _resume(coro, yielded)
 
 
+class WouldWait(RuntimeError):
+    """run_now() was given a coroutine that has to wait."""
+
+
+def run_now(coro: Coroutine[Any, Any, T]) -> T:
+    """Run ``coro`` to the end in the calling thread; it must never wait.
+
+    For a check whose DNS answers all come from a cache: no event loop, no
+    task. Raise WouldWait (and close the coroutine) if it has to wait.
+    """
+    try:
+        coro.send(None)
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]
+    coro.close()
+    raise WouldWait("the coroutine had to wait")
+
+
 async def gather_eagerly(
     coros: Iterable[Coroutine[Any, Any, T]], errors: type[E]
 ) -> list[T | E]:
