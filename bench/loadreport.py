@@ -1,0 +1,207 @@
+"""Markdown tables and progress lines for the load matrix (loadmatrix.py)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Final
+
+from milterload import LoadResult
+
+# DNS round trips on the critical path of a cold check, one per level of the
+# record's dependency chain (RFC 7208 evaluation order).
+CHAIN_LEVELS: Final = {
+    "mx-cold": ("TXT -> MX -> A of the 5 hosts", 3),
+    "include-cold": ("TXT -> TXT -> TXT", 3),
+}
+
+Row = Mapping[str, Any]
+
+
+def _ratio(ours: float, theirs: float) -> str:
+    return f"{ours / theirs:.1f}x" if theirs > 0 else "-"
+
+
+def _faults(result: LoadResult) -> str:
+    faults = result.errors + result.timeouts
+    unexpected = sum(result.unexpected.values())
+    return f"{faults}/{unexpected}"
+
+
+def header(about: Mapping[str, object]) -> str:
+    """Return the line saying where the run happens."""
+    return (
+        f"machine: {about['cpu']}, {about['nproc']} CPUs, Python "
+        f"{about['python']}, kernel {about['kernel']}, load average "
+        f"{' '.join(map(str, about['loadavg_start']))}"  # type: ignore[call-overload]
+    )
+
+
+def cell_line(cell: Row) -> str:
+    """Return the progress line of one matrix cell."""
+    ours, theirs = cell["ours"], cell["theirs"]
+    return (
+        f"{cell['shape']:8} {cell['dns']:5} c={cell['concurrency']:<3} "
+        f"ours {ours.rate:7,.0f}/s p50 {ours.p50:6.1f} ms | pyspf-milter "
+        f"{theirs.rate:7,.0f}/s p50 {theirs.p50:6.1f} ms | "
+        f"{_ratio(ours.rate, theirs.rate)}"
+    )
+
+
+def cold_line(row: Row) -> str:
+    """Return the progress line of one cold-cache workload."""
+    ours, theirs = row["ours"], row["theirs"]
+    return (
+        f"{row['workload']:13} ours p50 {ours.p50:6.1f} ms | pyspf-milter p50 "
+        f"{theirs.p50:6.1f} ms | {ours.p50 / max(theirs.p50, 1e-9):.2f}x"
+    )
+
+
+def socket_line(row: Row) -> str:
+    """Return the progress line of one socket-kind run."""
+    result = row["result"]
+    return (
+        f"{row['milter']:12} {row['socket']:4} p50 {result.p50:5.2f} ms "
+        f"p99 {result.p99:5.2f} ms {result.rate:6,.0f}/s"
+    )
+
+
+def attack_line(row: Row) -> str:
+    """Return the progress line of one slow-DNS attack run."""
+    base, normal, slow = row["baseline"], row["normal"], row["slow"]
+    return (
+        f"{row['milter']:12} others p50 {base.p50:.1f} -> {normal.p50:.1f} ms, "
+        f"p99 {base.p99:.1f} -> {normal.p99:.1f} ms; slow domain "
+        f"{dict(slow.spf)} in p50 {slow.p50 / 1000:.2f} s, max {slow.max / 1000:.2f} s"
+    )
+
+
+def matrix_table(cells: Sequence[Row]) -> str:
+    """Throughput, latency and CPU per cell, both milters, and the ratio."""
+    lines = [
+        "| shape | DNS | conc. | ours msg/s | pyspf-milter msg/s | ratio "
+        "| ours p50 / p95 / p99 ms | pyspf-milter p50 / p95 / p99 ms "
+        "| ours CPU ms/msg | pyspf-milter CPU ms/msg | DNS server CPU ms/msg "
+        "ours / pyspf-milter | errors+timeouts / wrong results ours, pyspf-milter |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for cell in cells:
+        ours, theirs = cell["ours"], cell["theirs"]
+        lines.append(
+            f"| {cell['shape']} | {cell['dns']} | {cell['concurrency']} "
+            f"| {ours.rate:,.0f} | {theirs.rate:,.0f} "
+            f"| {_ratio(ours.rate, theirs.rate)} "
+            f"| {ours.p50:.1f} / {ours.p95:.1f} / {ours.p99:.1f} "
+            f"| {theirs.p50:.1f} / {theirs.p95:.1f} / {theirs.p99:.1f} "
+            f"| {ours.milter_cpu_ms:.2f} | {theirs.milter_cpu_ms:.2f} "
+            f"| {ours.dns_cpu_ms:.2f} / {theirs.dns_cpu_ms:.2f} "
+            f"| {_faults(ours)}, {_faults(theirs)} |"
+        )
+    return "\n".join(lines)
+
+
+def cold_table(rows: Sequence[Row]) -> str:
+    """Cold-cache latency at concurrency 1 with 20 ms per DNS answer."""
+    lines = [
+        "| shape | critical path | floor: levels x measured round trip "
+        "| ours p50 / mean / max ms "
+        "| pyspf-milter p50 / mean / max ms | ours / pyspf-milter (p50) "
+        "| DNS queries per message ours, pyspf-milter "
+        "| messages | results ours, pyspf-milter |",
+        "|---|---|--:|--:|--:|--:|--:|--:|---|",
+    ]
+    for row in rows:
+        ours, theirs = row["ours"], row["theirs"]
+        path, levels = CHAIN_LEVELS[row["workload"]]
+        lines.append(
+            f"| {row['workload']} | {path} "
+            f"| {levels} x {row['rtt']:.1f} = {levels * row['rtt']:.0f} ms "
+            f"| {ours.p50:.1f} / {ours.mean:.1f} / {ours.max:.1f} "
+            f"| {theirs.p50:.1f} / {theirs.mean:.1f} / {theirs.max:.1f} "
+            f"| {ours.p50 / max(theirs.p50, 1e-9):.2f}x "
+            f"| {row['ours_queries']:.1f}, {row['theirs_queries']:.1f} "
+            f"| {ours.messages}, {theirs.messages} "
+            f"| {dict(ours.spf)}, {dict(theirs.spf)} |"
+        )
+    return "\n".join(lines)
+
+
+def socket_table(rows: Sequence[Row]) -> str:
+    """Unix against inet sockets at concurrency 1."""
+    lines = [
+        "| milter | socket | p50 ms | p95 ms | p99 ms | msg/s |",
+        "|---|---|--:|--:|--:|--:|",
+    ]
+    for row in rows:
+        result = row["result"]
+        lines.append(
+            f"| {row['milter']} | {row['socket']} | {result.p50:.2f} "
+            f"| {result.p95:.2f} | {result.p99:.2f} | {result.rate:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def concurrency_table(cells: Sequence[Row], concurrency: int = 200) -> str:
+    """Errors, timeouts and memory of the cells at the highest concurrency."""
+    lines = [
+        "| shape | DNS | milter | messages | errors | timeouts "
+        "| RSS MiB end / peak | threads at end |",
+        "|---|---|---|--:|--:|--:|--:|--:|",
+    ]
+    for cell in cells:
+        if cell["concurrency"] != concurrency:
+            continue
+        for name, result in (("ours", cell["ours"]), ("pyspf-milter", cell["theirs"])):
+            lines.append(
+                f"| {cell['shape']} | {cell['dns']} | {name} | {result.messages} "
+                f"| {result.errors} | {result.timeouts} "
+                f"| {result.rss_mb:.1f} / {result.peak_rss_mb:.1f} "
+                f"| {result.threads} |"
+            )
+    return "\n".join(lines)
+
+
+def attack_table(rows: Sequence[Row]) -> str:
+    """Other domains' latency while one domain's DNS answers after 30 s."""
+    lines = [
+        "| milter | others alone: msg/s, p50 / p99 ms "
+        "| others under attack: msg/s, p50 / p99 ms "
+        "| slow domain: messages, results | slow domain: p50 / max s |",
+        "|---|--:|--:|---|--:|",
+    ]
+    for row in rows:
+        base, normal, slow = row["baseline"], row["normal"], row["slow"]
+        lines.append(
+            f"| {row['milter']} | {base.rate:,.0f}, {base.p50:.1f} / {base.p99:.1f} "
+            f"| {normal.rate:,.0f}, {normal.p50:.1f} / {normal.p99:.1f} "
+            f"| {slow.messages}, {dict(slow.spf)} "
+            f"| {slow.p50 / 1000:.2f} / {slow.max / 1000:.2f} |"
+        )
+    return "\n".join(lines)
+
+
+def tables(results: Mapping[str, Any], about: Mapping[str, object]) -> str:
+    """Return every table of the parts that ran."""
+    out = []
+    if "matrix" in results:
+        out += ["## Throughput and latency", matrix_table(results["matrix"])]
+        out += ["## Highest concurrency", concurrency_table(results["matrix"])]
+    if "cold" in results:
+        out += ["## Cold cache, concurrency 1, 20 ms per DNS answer"]
+        out += [cold_table(results["cold"])]
+    if "socket" in results:
+        out += ["## Unix and inet sockets, concurrency 1, warm"]
+        out += [socket_table(results["socket"])]
+    if "attack" in results:
+        out += ["## Slow-DNS attack (check time limit 3 s)"]
+        out += [attack_table(results["attack"])]
+    if "e2e" in results:
+        import loade2e  # only when the part ran
+
+        out += ["## Through Postfix", loade2e.table(results["e2e"])]
+    if "other_work" in results:
+        shares = ", ".join(
+            f"{part} {share:.0%}" for part, share in results["other_work"].items()
+        )
+        out.append(f"CPU used by other work on the machine, per part: {shares}")
+    out.append(f"load average at the end: {' '.join(about['loadavg_end'])}")  # type: ignore[arg-type]
+    return "\n\n".join(out)
