@@ -552,7 +552,11 @@ def serve(
     counter = itertools.count(1)
     Milter.factory = lambda: SpfMilter(service, next(counter))
     milter.set_flags(ACTIONS)
-    milter.set_exception_policy(TEMPFAIL)
+    # Our callbacks catch their own exceptions (guarded); what is left is
+    # pymilter failing before calling us, e.g. decoding an 8-bit HELO name
+    # strictly as UTF-8. Go on without that step rather than tempfail the
+    # client for ever: its MAIL FROM is still checked.
+    milter.set_exception_policy(CONTINUE)
     milter.set_connect_callback(Milter.connect_callback)
     milter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
     milter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
