@@ -20,6 +20,31 @@ if TYPE_CHECKING:
     from mta.milterprocess import MilterSocket
 
 WORK_ROOT: Final = Path("/tmp")
+LOG_TAIL_LINES: Final = 40
+
+
+def read_log(path: Path, since: int = 0) -> str:
+    """Return an MTA's log from byte offset ``since`` ("" before it exists)."""
+    try:
+        with path.open("rb") as log:
+            log.seek(since)
+            return log.read().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
+
+
+def log_size(path: Path) -> int:
+    """Return the log's current size, to read only later lines with read_log()."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    """Return the last lines of a log under a title, for error messages."""
+    tail = read_log(path).splitlines()[-lines:]
+    return "\n".join([f"--- {path} (last {len(tail)} lines) ---", *tail])
 
 
 class WorkDirError(Exception):

@@ -27,7 +27,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
-from mta.common import is_zombie, make_public_dir
+from mta.common import (
+    LOG_TAIL_LINES,
+    is_zombie,
+    log_size,
+    log_tail,
+    make_public_dir,
+    read_log,
+)
 from mta.delivery import DELIVERY_TIMEOUT, Delivery, Mailbox
 from mta.loopback import free_port, is_listening
 from mta.postfixconf import Layout, Settings, create_layout, make_settings, write_config
@@ -44,7 +51,6 @@ START_TIMEOUT: Final = 10.0
 STOP_TIMEOUT: Final = 5.0
 COMMAND_TIMEOUT: Final = 30.0
 START_ATTEMPTS: Final = 3
-LOG_TAIL_LINES: Final = 40
 NOT_INSTALLED: Final = f"Postfix is not installed ({POSTFIX}); scripts/test installs it"
 
 
@@ -300,25 +306,15 @@ class PostfixInstance:
 
     def maillog(self, since: int = 0) -> str:
         """Return the instance's log from byte offset ``since`` (see log_position)."""
-        try:
-            with self.layout.maillog.open("rb") as log:
-                log.seek(since)
-                return log.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.layout.maillog, since)
 
     def log_position(self) -> int:
         """Return the log's current size, to read only later lines with maillog()."""
-        try:
-            return self.layout.maillog.stat().st_size
-        except FileNotFoundError:
-            return 0
+        return log_size(self.layout.maillog)
 
     def maillog_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """Return the last lines of the log, for error messages."""
-        tail = self.maillog().splitlines()[-lines:]
-        title = f"--- {self.layout.maillog} (last {len(tail)} lines) ---"
-        return "\n".join([title, *tail])
+        return log_tail(self.layout.maillog, lines)
 
     def wait_for_delivery(
         self,

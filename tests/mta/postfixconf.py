@@ -10,21 +10,18 @@ from __future__ import annotations
 import grp
 import os
 import shutil
-import subprocess
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from mta.sasl import DOMAIN, write_sasldb
 from mta.wiring import readme_main_cf
 
 MAIL_OWNER: Final = "postfix"
 SINK_USER: Final = "nobody"
 HOSTNAME: Final = "mta.test.example"
-DOMAIN: Final = "test.example"
-SASL_MECHANISMS: Final = "PLAIN LOGIN"
-SASLPASSWD: Final = "/usr/sbin/saslpasswd2"
 CONFIG_AGE: Final = 10.0  # seconds; see write_config()
 
 # The sink runs as nobody (pipe(8) refuses root). It writes the envelope
@@ -228,30 +225,14 @@ def render_master_cf(layout: Layout, listeners: Sequence[str]) -> str:
 def write_sasl(layout: Layout, settings: Settings) -> None:
     """Write smtpd.conf and a fresh sasldb with ``settings.sasl_users``.
 
-    A user name without ``@realm`` gets the instance's domain as its realm;
-    smtpd_sasl_local_domain makes a bare login name land in the same realm.
+    smtpd_sasl_local_domain makes a bare login name land in the same realm
+    as write_sasldb() gives it.
     """
-    layout.sasldb.unlink(missing_ok=True)
-    if not settings.sasl_users:
-        return
-    layout.sasl_dir.mkdir(mode=0o755, exist_ok=True)
-    (layout.sasl_dir / "smtpd.conf").write_text(
-        "pwcheck_method: auxprop\nauxprop_plugin: sasldb\n"
-        f"sasldb_path: {layout.sasldb}\nmech_list: {SASL_MECHANISMS}\n"
-    )
-    for login, password in settings.sasl_users:
-        user, _, realm = login.partition("@")
-        database = str(layout.sasldb)
-        subprocess.run(
-            [SASLPASSWD, "-p", "-c", "-f", database, "-u", realm or DOMAIN, user],
-            input=password.encode(),
-            capture_output=True,
-            timeout=10,
-            check=True,
-        )
-    # P8: root-owned, readable by smtpd (group postfix).
-    os.chown(layout.sasldb, 0, grp.getgrnam(MAIL_OWNER).gr_gid)
-    layout.sasldb.chmod(0o640)
+    conf = layout.sasl_dir / "smtpd.conf"
+    if write_sasldb(conf, layout.sasldb, settings.sasl_users):
+        # P8: root-owned, readable by smtpd (group postfix).
+        os.chown(layout.sasldb, 0, grp.getgrnam(MAIL_OWNER).gr_gid)
+        layout.sasldb.chmod(0o640)
 
 
 def write_config(layout: Layout, settings: Settings, listeners: Sequence[str]) -> None:

@@ -31,7 +31,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Final, Self
 
-from mta.common import is_zombie, make_public_dir
+from mta.common import (
+    LOG_TAIL_LINES,
+    is_zombie,
+    log_size,
+    log_tail,
+    make_public_dir,
+    read_log,
+)
 from mta.delivery import DELIVERY_TIMEOUT, Delivery, Mailbox
 from mta.loopback import free_port, is_listening
 from mta.sendmailconf import (
@@ -52,7 +59,6 @@ if TYPE_CHECKING:
 START_TIMEOUT: Final = 10.0
 STOP_TIMEOUT: Final = 5.0
 START_ATTEMPTS: Final = 3
-LOG_TAIL_LINES: Final = 40
 UNSHARE: Final = ("unshare", "--uts", "--mount", "--propagation", "private")
 SANDBOX_PATH: Final = "/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -333,23 +339,15 @@ class SendmailInstance:
 
     def maillog(self, since: int = 0) -> str:
         """Return sendmail's syslog from byte offset ``since`` (see log_position)."""
-        try:
-            with self.layout.maillog.open("rb") as log:
-                log.seek(since)
-                return log.read().decode("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
+        return read_log(self.layout.maillog, since)
 
     def log_position(self) -> int:
-        try:
-            return self.layout.maillog.stat().st_size
-        except FileNotFoundError:
-            return 0
+        """Return the log's current size, to read only later lines with maillog()."""
+        return log_size(self.layout.maillog)
 
     def maillog_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        tail = self.maillog().splitlines()[-lines:]
-        title = f"--- {self.layout.maillog} (last {len(tail)} lines) ---"
-        return "\n".join([title, *tail])
+        """Return the last lines of the log, for error messages."""
+        return log_tail(self.layout.maillog, lines)
 
     def _output_text(self) -> str:
         try:

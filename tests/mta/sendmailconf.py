@@ -14,14 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from mta.sasl import DOMAIN, SASL_MECHANISMS, write_sasldb
 from mta.wiring import readme_mc_lines
 
 HOSTNAME: Final = "sm.test.example"  # S1: a FQDN, or sendmail sleeps 60 s
-DOMAIN: Final = "test.example"
 DAEMON_NAME: Final = "MTA-test"
 SINK_USER: Final = "nobody:nogroup"
-SASL_MECHANISMS: Final = "PLAIN LOGIN"
-SASLPASSWD: Final = "/usr/sbin/saslpasswd2"
 M4: Final = "m4"
 COMMAND_TIMEOUT: Final = 30.0
 M4_EXPECTED_WARNING: Final = (
@@ -282,28 +280,11 @@ def build_cf(layout: SendmailLayout, cf_dir: Path, mc: str) -> None:
 def write_sasl(layout: SendmailLayout, settings: SendmailSettings) -> None:
     """Write Sendmail.conf (mounted on /usr/lib/sasl2) and a fresh sasldb.
 
-    A user name without ``@realm`` gets the instance's domain as its realm.
     Sendmail runs as root: the sasldb stays root-only (mode 0600).
     """
-    layout.sasldb.unlink(missing_ok=True)
-    if not settings.sasl_users:
-        return
-    layout.sasl_dir.mkdir(mode=0o755, exist_ok=True)
-    (layout.sasl_dir / "Sendmail.conf").write_text(
-        "pwcheck_method: auxprop\nauxprop_plugin: sasldb\n"
-        f"sasldb_path: {layout.sasldb}\nmech_list: {SASL_MECHANISMS}\n"
-    )
-    for login, password in settings.sasl_users:
-        user, _, realm = login.partition("@")
-        database = str(layout.sasldb)
-        subprocess.run(
-            [SASLPASSWD, "-p", "-c", "-f", database, "-u", realm or DOMAIN, user],
-            input=password.encode(),
-            capture_output=True,
-            timeout=COMMAND_TIMEOUT,
-            check=True,
-        )
-    layout.sasldb.chmod(0o600)
+    conf = layout.sasl_dir / "Sendmail.conf"
+    if write_sasldb(conf, layout.sasldb, settings.sasl_users):
+        layout.sasldb.chmod(0o600)
 
 
 def write_config(
