@@ -1,22 +1,19 @@
-"""The production ``Lookup``: DNS queries through dnspython's async resolver.
+"""The production ``Lookup``: the engine's questions as DNS queries.
 
-This is the only module that imports dnspython. It turns the engine's five
-questions into DNS queries and dnspython's answers and exceptions into the
-values and ``DnsError`` subclasses of ``spf_milter.spf.lookup``.
+It turns the engine's five questions into queries for the stub resolver of
+``spf_milter.dnsquery``, and its answers and failures into the values and
+``DnsError`` subclasses of ``spf_milter.spf.lookup``, through the shared
+cache when there is one. With ``dnsquery``, the only module that imports
+dnspython.
 """
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
-import dns.asyncresolver
-import dns.exception
-import dns.message
 import dns.name
 import dns.nameserver
 import dns.rdata
@@ -29,13 +26,19 @@ import dns.rdtypes.IN.AAAA
 import dns.resolver
 
 from spf_milter.dnscache import DnsCache, NotCached
+from spf_milter.dnsquery import Nameserver, QueryFailed, QueryTimeout, StubResolver
 from spf_milter.spf.lookup import DnsServerFailure, DnsTimeout, Lookup
 
-DEFAULT_PORT: Final = 53
+__all__ = [
+    "DEFAULT_TIMEOUT",
+    "DnsLookup",
+    "Nameserver",
+    "parse_nameserver",
+    "system_resolver",
+]
+
 DEFAULT_TIMEOUT: Final = 5.0  # seconds per query, retries included
-# RFC 6891 §6.2.5 leaves the size to the sender; 1232 bytes avoids IP
-# fragmentation on any path (the DNS Flag Day 2020 value, dnspython's default).
-EDNS_PAYLOAD: Final = 1232
+RESOLV_CONF: Final = "/etc/resolv.conf"
 
 # Record types as the cache names them, and as dnspython does.
 _TXT: Final = ("TXT", dns.rdatatype.TXT)
@@ -46,19 +49,6 @@ _PTR: Final = ("PTR", dns.rdatatype.PTR)
 
 R = TypeVar("R", bound=dns.rdata.Rdata)
 V = TypeVar("V")
-
-
-@dataclass(frozen=True, slots=True)
-class Nameserver:
-    """A DNS server to send queries to: an IP address and a port."""
-
-    host: str
-    port: int = DEFAULT_PORT
-
-    def __str__(self) -> str:
-        if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
 
 
 def parse_nameserver(text: str) -> Nameserver:
@@ -96,22 +86,31 @@ def _split_host_port(text: str) -> tuple[str, str | None]:
     return text, None  # no colon, or a bare IPv6 address (several colons)
 
 
-def _make_resolver(
-    nameservers: Sequence[Nameserver],
-) -> dns.asyncresolver.Resolver:
+def _make_resolver(nameservers: Sequence[Nameserver]) -> StubResolver:
     """Return a resolver for ``nameservers``, or the system's if there are none."""
+    return StubResolver(nameservers) if nameservers else system_resolver()
+
+
+def system_resolver(resolv_conf: str = RESOLV_CONF) -> StubResolver:
+    """Return a resolver for the ``nameserver`` lines of ``resolv_conf``.
+
+    Its ``options timeout:`` is the time each server gets to answer. Raise
+    ValueError, naming the file, if it names no nameserver.
+    """
     try:
-        resolver = dns.asyncresolver.Resolver(configure=not nameservers)
+        system = dns.resolver.Resolver(filename=resolv_conf)
     except dns.resolver.NoResolverConfiguration as exc:
-        raise ValueError(f"no nameservers given and none configured: {exc}") from exc
-    if nameservers:
-        resolver.nameservers = [
-            dns.nameserver.Do53Nameserver(ns.host, ns.port) for ns in nameservers
-        ]
-    # EDNS0 lets answers up to EDNS_PAYLOAD bytes come over UDP; a larger one
-    # arrives truncated (TC) and dnspython retries it over TCP (RFC 7766 §5).
-    resolver.use_edns(0, 0, EDNS_PAYLOAD)
-    return resolver
+        raise ValueError(f"no nameservers given and none in {resolv_conf}") from exc
+    servers = [
+        Nameserver(server, system.port)
+        if isinstance(server, str)
+        else Nameserver(server.address, server.port)
+        for server in system.nameservers
+        if isinstance(server, str | dns.nameserver.Do53Nameserver)
+    ]
+    if not servers:
+        raise ValueError(f"no nameservers given and none in {resolv_conf}")
+    return StubResolver(servers, attempt_timeout=system.timeout)
 
 
 def _absolute_name(name: str) -> dns.name.Name | None:
@@ -251,26 +250,14 @@ class DnsLookup:
         self, name: str, qname: dns.name.Name, rdtype: dns.rdatatype.RdataType
     ) -> tuple[Sequence[dns.rdata.Rdata], float]:
         try:
-            # dnspython checks its lifetime only between attempts and may
-            # sleep a retry backoff past it; asyncio.timeout makes it a hard bound.
-            async with asyncio.timeout(self._timeout):
-                answer = await self._resolver.resolve(
-                    qname,
-                    rdtype,
-                    search=False,  # SPF names are fully qualified: no search list
-                    lifetime=self._timeout,
-                    raise_on_no_answer=False,
-                )
-        except dns.resolver.NXDOMAIN as nxdomain:
-            return [], _negative_ttl(nxdomain, qname)
-        except (TimeoutError, dns.exception.Timeout) as exc:
-            reason = str(exc) or f"no answer within {self._timeout} s"
-            raise DnsTimeout(name, rdtype.name, reason) from exc
-        except dns.exception.DNSException as exc:
-            # NoNameservers (SERVFAIL, REFUSED, a CNAME loop, a broken
-            # answer), YXDOMAIN: the answer stays unknown.
+            answer = await self._resolver.resolve(qname, rdtype, self._timeout)
+        except QueryTimeout as exc:
+            raise DnsTimeout(name, rdtype.name, str(exc)) from exc
+        except QueryFailed as exc:
+            # SERVFAIL, REFUSED, a CNAME loop, a broken answer from every
+            # server: the answer stays unknown.
             raise DnsServerFailure(name, rdtype.name, str(exc)) from exc
-        return list(answer.rrset or []), float(answer.chaining_result.minimum_ttl)
+        return answer.records, answer.ttl
 
 
 class _CachedAnswers:
@@ -304,18 +291,6 @@ class _CachedAnswers:
     async def ptr(self, name: str) -> list[str]:
         """Return the cached PTR targets of ``name``."""
         return self._answer("PTR", name)
-
-
-def _negative_ttl(nxdomain: dns.resolver.NXDOMAIN, qname: dns.name.Name) -> float:
-    """Return how long an NXDOMAIN may be kept: its SOA's TTL (RFC 2308 §5)."""
-    responses = nxdomain.kwargs.get("responses") or {}
-    response = responses.get(qname)
-    if not isinstance(response, dns.message.QueryMessage):
-        return 0.0
-    try:
-        return float(response.resolve_chaining().minimum_ttl)
-    except dns.exception.DNSException:
-        return 0.0
 
 
 def _select(

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
-from spf_milter.resolver import DnsLookup, Nameserver, parse_nameserver
+from spf_milter.resolver import (
+    DnsLookup,
+    Nameserver,
+    parse_nameserver,
+    system_resolver,
+)
 
 
 @pytest.mark.parametrize(
@@ -59,3 +65,20 @@ def test_nameserver_renders_as_host_port() -> None:
 
 def test_lookup_accepts_explicit_nameservers_without_system_config() -> None:
     DnsLookup([parse_nameserver("127.0.0.1:5353")], timeout=1.0)
+
+
+def test_system_resolver_reads_nameservers_and_timeout(tmp_path: Path) -> None:
+    resolv_conf = tmp_path / "resolv.conf"
+    resolv_conf.write_text(
+        "# comment\nnameserver 192.0.2.53\nnameserver ::1\noptions timeout:3\n"
+    )
+    resolver = system_resolver(str(resolv_conf))
+    assert resolver.servers == (Nameserver("192.0.2.53"), Nameserver("::1"))
+    assert resolver.attempt_timeout == 3
+
+
+def test_system_resolver_without_nameservers_names_the_file(tmp_path: Path) -> None:
+    resolv_conf = tmp_path / "resolv.conf"
+    resolv_conf.write_text("search example.com\n")
+    with pytest.raises(ValueError, match=re.escape(str(resolv_conf))):
+        system_resolver(str(resolv_conf))
