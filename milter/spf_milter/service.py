@@ -63,7 +63,10 @@ class Settings:
             config=daemon,
             policy=configuration.policy,
             lookup=lookup,
-            limits=Limits(time_limit=daemon.dns.time_limit),
+            # Prefetching needs a cache that shares in-flight queries.
+            limits=Limits(
+                time_limit=daemon.dns.time_limit, prefetch=cached_lookup is not None
+            ),
             cached_lookup=cached_lookup,
         )
 

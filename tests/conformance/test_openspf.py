@@ -1,14 +1,17 @@
 """The official openspf test suites (RFC 7208 and RFC 4408), every case its own id.
 
-Each case runs twice: through check_host() on an in-memory FakeLookup, and
-through ``spf-milter check --json`` talking over UDP/TCP to a real DNS
-server on loopback that serves the same scenario. The suites live in
+Each case runs three times: through check_host() on an in-memory
+FakeLookup; through ``spf-milter check --json`` talking over UDP/TCP to a
+real DNS server on loopback that serves the same scenario; and through the
+daemon's way of asking, a cached DnsLookup with prefetching, over that
+server, whose result and counts must equal the in-memory ones. The suites live in
 ../shared/spf-test-suite (see its README for the format and conventions).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ipaddress
 import json
 from collections.abc import Iterator
@@ -23,8 +26,10 @@ from dnsserver import DnsServer
 from dnszone import Zone
 from fakelookup import FakeLookup
 from spf_milter import cli
+from spf_milter.dnscache import DnsCache
+from spf_milter.resolver import DnsLookup, Nameserver
 from spf_milter.spf import Limits
-from spf_milter.verify import check_mail_from
+from spf_milter.verify import IdentityCheck, check_mail_from
 
 SUITE_DIR = Path(__file__).resolve().parents[3] / "shared" / "spf-test-suite"
 SUITES = {
@@ -94,18 +99,21 @@ def _sender_and_domain(case: Case) -> tuple[str, str]:
     return address, address.rpartition("@")[2]
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_in_memory(case: Case) -> None:
-    lookup = FakeLookup(Zone.from_openspf(case.zonedata))
-    checked = asyncio.run(
+def _check(case: Case, lookup: Any, limits: Limits = SUITE_LIMITS) -> IdentityCheck:
+    return asyncio.run(
         check_mail_from(
             lookup,
             ipaddress.ip_address(case.spec["host"]),
             case.spec["mailfrom"],
             case.spec["helo"],
-            limits=SUITE_LIMITS,
+            limits=limits,
         )
     )
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_in_memory(case: Case) -> None:
+    checked = _check(case, FakeLookup(Zone.from_openspf(case.zonedata)))
     result = checked.result
     assert str(result.result) in case.results, result
     if "explanation" in case.spec and str(result.result) == "fail":
@@ -153,3 +161,23 @@ def test_over_dns_with_spf_milter_check(
                 ip = ip.ipv4_mapped
             expected = CLI_DEFAULT.format(domain=domain, ip=ip)
         assert output["explanation"] == expected
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("case", CASES)
+def test_over_dns_cached_with_prefetch(case: Case, suite_server: DnsServer) -> None:
+    zone = Zone.from_openspf(case.zonedata)
+    suite_server.zone = zone
+    lookup = DnsLookup(
+        [Nameserver("127.0.0.1", suite_server.port)],
+        timeout=float(CLI_TIMEOUT),
+        cache=DnsCache(),
+    )
+    prefetching = dataclasses.replace(SUITE_LIMITS, prefetch=True)
+    result = _check(case, lookup, prefetching).result
+    expected = _check(case, FakeLookup(zone)).result
+    assert str(result.result) in case.results, result
+    # The problem of a temperror names the DNS failure, which differs.
+    assert dataclasses.replace(result, problem=None) == dataclasses.replace(
+        expected, problem=None
+    )

@@ -26,6 +26,7 @@ from spf_milter.config import (
 )
 from spf_milter.policy import DEFAULT_RULE
 from spf_milter.resolver import Nameserver
+from spf_milter.service import Settings, make_cache
 from spf_milter.spf import SpfResult
 
 ETC = Path(__file__).resolve().parents[2] / "etc"
@@ -685,3 +686,12 @@ def test_shipped_config_states_the_builtin_defaults(tmp_path: Path) -> None:
         empty.on_error,
         empty.trust_authenticated,
     )
+
+
+def test_the_daemon_prefetches_only_with_its_shared_cache() -> None:
+    configuration = load_all(ETC / "spf-milter.yaml")
+    cache = make_cache(configuration.daemon.dns)
+    assert cache is not None  # the sample keeps the default cache
+    with_cache = Settings.from_configuration(configuration, cache=cache)
+    assert with_cache.limits.prefetch
+    assert not Settings.from_configuration(configuration, cache=None).limits.prefetch

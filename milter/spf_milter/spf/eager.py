@@ -32,6 +32,45 @@ async def run_eagerly(coro: Coroutine[Any, Any, T], time_limit: float) -> T:
         return await _resume(coro, yielded)
 
 
+async def await_noting_wait(coro: Coroutine[Any, Any, T]) -> tuple[T, bool]:
+    """Await ``coro``; return its value and whether it had to wait."""
+    try:
+        yielded = coro.send(None)
+    except StopIteration as stop:
+        return stop.value, False
+    return await _resume(coro, yielded), True
+
+
+def start_in_background(coro: Coroutine[Any, Any, Any]) -> None:
+    """Run ``coro`` for its side effects; its value and errors are dropped.
+
+    It is started at once; only if it has to wait does it become a task of
+    the running event loop (kept referenced until it ends). Without a
+    running loop, a coroutine that has to wait is closed.
+    """
+    try:
+        yielded = coro.send(None)
+    except (StopIteration, Exception):  # noqa: BLE001 - done, or failed: either way, over
+        return
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:  # no running event loop: nothing could wait
+        coro.close()
+        return
+    task = loop.create_task(_resume(coro, yielded))
+    _BACKGROUND.add(task)
+    task.add_done_callback(_forget)
+
+
+_BACKGROUND: set[asyncio.Task[Any]] = set()
+
+
+def _forget(task: asyncio.Task[Any]) -> None:
+    _BACKGROUND.discard(task)
+    if not task.cancelled():
+        task.exception()  # retrieved: asyncio logs no "never retrieved"
+
+
 class WouldWait(RuntimeError):
     """run_now() was given a coroutine that has to wait."""
 

@@ -15,7 +15,12 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Final, TypeVar
 
-from spf_milter.spf.eager import gather_eagerly, run_eagerly
+from spf_milter.spf.eager import (
+    await_noting_wait,
+    gather_eagerly,
+    run_eagerly,
+    start_in_background,
+)
 from spf_milter.spf.errors import PermError, SpfError, TempError
 from spf_milter.spf.explain import (
     fetch_explanation,
@@ -56,6 +61,7 @@ from spf_milter.spf.trace import Trace, TracedLookup, printable
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 T = TypeVar("T")
+Fetch = Callable[[str], Coroutine[Any, Any, Sequence[object]]]
 
 _MASKS4: Final = tuple(((1 << n) - 1) << (32 - n) for n in range(33))
 _MASKS6: Final = tuple(((1 << n) - 1) << (128 - n) for n in range(129))
@@ -136,6 +142,7 @@ class _Check:
         "is_v4",
         "limits",
         "lookup",
+        "prefetched",
         "receiver",
         "sender",
         "trace",
@@ -164,6 +171,7 @@ class _Check:
         self.clock = clock
         self.dns_terms = 0
         self.void_lookups = 0
+        self.prefetched = 0
         self.sender = sender
         self.helo = helo
         self.receiver = receiver
@@ -236,7 +244,8 @@ class _Check:
     async def find_record(self, name: str) -> Record | None:
         """Return ``name``'s one SPF record, None if it has none (§4.4, §4.5)."""
         try:
-            texts = await self.lookup.txt(name)  # name was normalised: queryable
+            # name was normalised: queryable
+            texts, waited = await await_noting_wait(self.lookup.txt(name))
         except DnsError as error:
             raise TempError(str(error)) from None
         record = select_record(tuple(texts))
@@ -244,7 +253,57 @@ class _Check:
             self.trace_record(name, texts)
         if isinstance(record, PermError):
             raise PermError(f"{name}: {record.problem}")
+        if waited and record is not None and self.limits.prefetch and not self.trace:
+            self.prefetch(record, name)
         return record
+
+    def prefetch(self, record: Record, name: str) -> None:
+        """Start the first query of the record's DNS-querying terms now.
+
+        A record that had to come from the DNS names targets that are most
+        likely not cached either; evaluated in order, each term would wait
+        for the one before. Started together, they cost one round trip.
+        This only warms the Lookup's shared cache: every term is still
+        evaluated in order, queried, and counted as §4.6.4 says, so the
+        result, the mechanism and the counts stay as without it. Bounded:
+        no more terms than the check may still evaluate, no more than
+        max_dns_terms prefetches per check; no %{p} targets (they need
+        PTR lookups) and no ptr mechanisms.
+        """
+        queries = self.first_queries(record)
+        budget = self.limits.max_dns_terms - max(self.dns_terms, self.prefetched)
+        for fetch, spec in queries[: max(budget, 0)]:
+            if fetch is None:
+                continue
+            target = name if spec is None else self.target_now(spec, name)
+            if target is not None and is_queryable(target):
+                self.prefetched += 1
+                start_in_background(fetch(target))
+
+    def first_queries(
+        self, record: Record
+    ) -> list[tuple[Fetch | None, MacroString | None]]:
+        """Return each DNS-querying term's first query and its domain-spec.
+
+        In evaluation order, redirect last; None for ptr (not prefetched).
+        """
+        lookup = self.lookup
+        queries: list[tuple[Fetch | None, MacroString | None]] = []
+        for directive in record.directives:
+            match directive.mechanism:
+                case Include(domain):
+                    queries.append((lookup.txt, domain))
+                case Mx(domain):
+                    queries.append((lookup.mx, domain))
+                case Exists(domain):
+                    queries.append((lookup.a, domain))
+                case A(domain):
+                    queries.append((lookup.a if self.is_v4 else lookup.aaaa, domain))
+                case Ptr():
+                    queries.append((None, None))
+        if record.redirect is not None and not record.has_all:
+            queries.append((lookup.txt, record.redirect))
+        return queries
 
     def trace_record(self, name: str, texts: list[bytes]) -> None:
         records = [text for text in texts if is_spf_record(text)]
@@ -448,18 +507,31 @@ class _Check:
             return query_name(truncate_domain(spec.literal))
         return query_name(truncate_domain(await self.expand(spec, name)))
 
+    def target_now(self, spec: MacroString, name: str) -> str | None:
+        """Return target() if it needs no DNS (no %{p}), else None."""
+        if spec.literal is not None:
+            return query_name(truncate_domain(spec.literal))
+        if "p" in spec.letters:
+            return None
+        return query_name(truncate_domain(expand(spec, self.context_for(spec, name))))
+
     async def expand(self, spec: MacroString, name: str) -> str:
+        context = self.context_for(spec, name)
+        if "p" in spec.letters:
+            context = dataclasses.replace(
+                context, validated_name=await self.validated_name(name)
+            )
+        return expand(spec, context)
+
+    def context_for(self, spec: MacroString, name: str) -> MacroContext:
+        """Return the macro values ``spec`` needs, but for %{p}."""
         context = self.context
         letters = spec.letters
         if "d" in letters:
             context = dataclasses.replace(context, domain=name)
-        if "p" in letters:
-            context = dataclasses.replace(
-                context, validated_name=await self.validated_name(name)
-            )
         if "t" in letters:
             context = dataclasses.replace(context, timestamp=int(self.clock()))
-        return expand(spec, context)
+        return context
 
     def count_dns_term(self) -> None:
         self.dns_terms += 1

@@ -1,4 +1,5 @@
-"""The processing limits of a check and its default explanation (RFC 7208 §4.6.4)."""
+"""The processing limits of a check, its default explanation (RFC 7208 §4.6.4),
+and whether it prefetches."""
 
 from __future__ import annotations
 
@@ -21,7 +22,15 @@ DEFAULT_EXPLANATION: Final = "SPF: %{o} does not designate %{c} as a permitted s
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The processing limits and the default explanation of a check."""
+    """The processing limits and the default explanation of a check.
+
+    ``prefetch``: when a record had to be fetched from the DNS, start the
+    first query of each of its DNS-querying terms at once, so that terms
+    evaluated one after another find their answers already on the way. It
+    is worth it only with a Lookup that shares in-flight queries (the
+    daemon's cached one); results and counts do not change (see
+    ``_Check.prefetch``).
+    """
 
     max_dns_terms: int = MAX_DNS_TERMS
     max_void_lookups: int = MAX_VOID_LOOKUPS
@@ -30,6 +39,7 @@ class Limits:
     time_limit: float = TIME_LIMIT
     default_explanation: str = DEFAULT_EXPLANATION
     max_explanation_length: int = MAX_EXPLANATION_LENGTH
+    prefetch: bool = False
 
     def __post_init__(self) -> None:
         try:
