@@ -51,7 +51,7 @@ def run_cold(bench: Bench) -> list[dict[str, object]]:
     bench.dns.set_delay(SLOW_DNS)
     rtt = bench.dns_rtt()
     rows = []
-    for workload in ("mx-cold", "include-cold"):
+    for workload in ("mx-cold", "include-cold", "providers-cold"):
         row: dict[str, object] = {"workload": workload, "rtt": rtt}
         for milter in (ours, theirs):
             before = bench.dns_queries()

@@ -12,6 +12,7 @@ from milterload import LoadResult
 CHAIN_LEVELS: Final = {
     "mx-cold": ("TXT -> MX -> A of the 5 hosts", 3),
     "include-cold": ("TXT -> TXT -> TXT", 3),
+    "providers-cold": ("TXT -> the 4 includes' TXT", 2),
 }
 
 Row = Mapping[str, Any]

@@ -82,6 +82,13 @@ SHAPES: Final = {
         ),
         Shape("mx-cold", f"mx.{FRESH_SUFFIX}", ("192.0.2.55",), "pass", fresh=True),
         Shape(
+            "providers-cold",
+            f"providers.{FRESH_SUFFIX}",
+            _hosts("192.0.15", 1, 126),
+            "pass",
+            fresh=True,
+        ),
+        Shape(
             "slow-cold",
             f"slow.{FRESH_SUFFIX}",
             _hosts("192.0.2", 1, 254),
