@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import types
 from collections.abc import Coroutine, Generator, Iterable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar
 
 T = TypeVar("T")
 E = TypeVar("E", bound=Exception)
@@ -41,27 +41,35 @@ async def await_noting_wait(coro: Coroutine[Any, Any, T]) -> tuple[T, bool]:
     return await _resume(coro, yielded), True
 
 
-def start_in_background(coro: Coroutine[Any, Any, Any]) -> None:
+def start_in_background(coro: Coroutine[Any, Any, Any]) -> bool:
     """Run ``coro`` for its side effects; its value and errors are dropped.
 
     It is started at once; only if it has to wait does it become a task of
     the running event loop (kept referenced until it ends). Without a
-    running loop, a coroutine that has to wait is closed.
+    running loop, a coroutine that has to wait is closed. While
+    MAX_BACKGROUND of them wait already, ``coro`` is closed unstarted, so a
+    flood of work that waits cannot pile up tasks (and sockets) without
+    bound. Return whether it was started.
     """
+    if len(_BACKGROUND) >= MAX_BACKGROUND:
+        coro.close()
+        return False
     try:
         yielded = coro.send(None)
     except (StopIteration, Exception):  # noqa: BLE001 - done, or failed: either way, over
-        return
+        return True
     try:
         loop = asyncio.get_running_loop()
     except RuntimeError:  # no running event loop: nothing could wait
         coro.close()
-        return
+        return True
     task = loop.create_task(_resume(coro, yielded))
     _BACKGROUND.add(task)
     task.add_done_callback(_forget)
+    return True
 
 
+MAX_BACKGROUND: Final = 256  # coroutines of start_in_background() waiting at once
 _BACKGROUND: set[asyncio.Task[Any]] = set()
 
 

@@ -253,7 +253,8 @@ class _Check:
             self.trace_record(name, texts)
         if isinstance(record, PermError):
             raise PermError(f"{name}: {record.problem}")
-        if waited and record is not None and self.limits.prefetch and not self.trace:
+        prefetching = self.limits.prefetch and self.trace is None
+        if waited and prefetching and record is not None:
             self.prefetch(record, name)
         return record
 
@@ -267,8 +268,9 @@ class _Check:
         evaluated in order, queried, and counted as §4.6.4 says, so the
         result, the mechanism and the counts stay as without it. Bounded:
         no more terms than the check may still evaluate, no more than
-        max_dns_terms prefetches per check; no %{p} targets (they need
-        PTR lookups) and no ptr mechanisms.
+        max_dns_terms prefetches per check, no more than
+        eager.MAX_BACKGROUND waiting in the whole process; no %{p} targets
+        (they need PTR lookups) and no ptr mechanisms.
         """
         queries = self.first_queries(record)
         budget = self.limits.max_dns_terms - max(self.dns_terms, self.prefetched)
@@ -276,9 +278,11 @@ class _Check:
             if fetch is None:
                 continue
             target = name if spec is None else self.target_now(spec, name)
-            if target is not None and is_queryable(target):
-                self.prefetched += 1
-                start_in_background(fetch(target))
+            if target is None or not is_queryable(target):
+                continue
+            if not start_in_background(fetch(target)):
+                return  # too many prefetches wait already: evaluate as usual
+            self.prefetched += 1
 
     def first_queries(
         self, record: Record
