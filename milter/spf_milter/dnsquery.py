@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -50,6 +50,7 @@ EDNS_PAYLOAD: Final = 1232
 DEFAULT_PORT: Final = 53
 ATTEMPT_TIMEOUT: Final = 2.0  # seconds for one server to answer (dnspython's)
 _MAX_DATAGRAM: Final = 65535
+_SILENT: Final = "no answer"
 _HEADER: Final = 12  # octets of a DNS message header
 
 
@@ -127,7 +128,10 @@ class StubResolver:
             for server in tuple(servers):
                 remaining = deadline - loop.time()
                 if remaining <= 0:
-                    raise QueryTimeout(_why(problems, f"no answer within {lifetime} s"))
+                    failed = [p for p in problems.values() if p != _SILENT]
+                    raise QueryTimeout(
+                        _why([*failed, f"no answer within {lifetime:g} s"])
+                    )
                 try:
                     response = await _ask(
                         request,
@@ -138,17 +142,20 @@ class StubResolver:
                     )
                     return _answer(response)
                 except TimeoutError:  # (an OSError: caught before _SERVER_DONE)
-                    problems[server] = "no answer"
+                    problems[server] = _SILENT
                 except _SERVER_DONE as exc:
                     problems[server] = str(exc) or type(exc).__name__
                     servers.remove(server)
-        raise QueryFailed(_why(problems, "no nameserver left"))
+        raise QueryFailed(_why(problems.values()))
 
 
-def _why(problems: dict[Nameserver, str], default: str) -> str:
-    if not problems:
-        return default
-    return "; ".join(f"{server}: {problem}" for server, problem in problems.items())
+def _why(reasons: Iterable[str]) -> str:
+    """Return the distinct reasons, without the servers' addresses.
+
+    The text ends up in header fields of delivered mail (a temperror's
+    problem), which should not tell where the site's resolvers are.
+    """
+    return "; ".join(dict.fromkeys(reasons))
 
 
 async def _ask(
