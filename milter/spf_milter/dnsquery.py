@@ -55,7 +55,10 @@ _HEADER: Final = 12  # octets of a DNS message header
 
 
 class QueryFailed(Exception):
-    """No server gave a usable answer (each one's reason in the message)."""
+    """No server gave a usable answer (the distinct reasons in the message).
+
+    The message names no server: it reaches header fields of delivered mail.
+    """
 
 
 class QueryTimeout(QueryFailed):
