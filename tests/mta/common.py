@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol
 
-from mta.delivery import DELIVERY_TIMEOUT, Delivery
+from mta.delivery import DELIVERY_TIMEOUT, Delivery, Mailbox
+from mta.wait import WaitTimeout
 
 if TYPE_CHECKING:
     from mta.milterprocess import MilterSocket
@@ -45,6 +46,49 @@ def log_tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     """Return the last lines of a log under a title, for error messages."""
     tail = read_log(path).splitlines()[-lines:]
     return "\n".join([f"--- {path} (last {len(tail)} lines) ---", *tail])
+
+
+class LogAndMailbox:
+    """What every MTA helper reads back the same way: its log and its deliveries.
+
+    A helper sets ``log_file`` (its own log, not the system's) and
+    ``mailbox`` (where its local delivery writes) in its constructor.
+    """
+
+    log_file: Path
+    mailbox: Mailbox
+
+    def maillog(self, since: int = 0) -> str:
+        """Return the instance's log from byte offset ``since`` (see log_position)."""
+        return read_log(self.log_file, since)
+
+    def log_position(self) -> int:
+        """Return the log's current size, to read only later lines with maillog()."""
+        return log_size(self.log_file)
+
+    def maillog_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """Return the last lines of the log, for error messages."""
+        return log_tail(self.log_file, lines)
+
+    def wait_for_delivery(
+        self,
+        predicate: Callable[[Delivery], bool] | None = None,
+        *,
+        subject: str | None = None,
+        message_id: str | None = None,
+        timeout: float = DELIVERY_TIMEOUT,
+    ) -> Delivery:
+        """Wait until a message matching every given criterion is delivered."""
+        try:
+            return self.mailbox.wait_for(
+                predicate, subject=subject, message_id=message_id, timeout=timeout
+            )
+        except WaitTimeout as error:
+            raise WaitTimeout(f"{error.what}\n{self.maillog_tail()}", timeout) from None
+
+    def delivered(self) -> list[Delivery]:
+        """Return every message delivered so far, oldest first."""
+        return self.mailbox.delivered()
 
 
 class WorkDirError(Exception):

@@ -22,20 +22,13 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
-from mta.common import (
-    LOG_TAIL_LINES,
-    is_zombie,
-    log_size,
-    log_tail,
-    make_public_dir,
-    read_log,
-)
-from mta.delivery import DELIVERY_TIMEOUT, Delivery, Mailbox
+from mta.common import LogAndMailbox, is_zombie, make_public_dir
+from mta.delivery import Mailbox
 from mta.loopback import free_port, is_listening
 from mta.postfixconf import Layout, Settings, create_layout, make_settings, write_config
 from mta.wait import WaitTimeout, wait_until
@@ -63,7 +56,7 @@ def postfix_available() -> bool:
     return Path(POSTFIX).is_file()
 
 
-class PostfixInstance:
+class PostfixInstance(LogAndMailbox):
     """A private Postfix on loopback ports; see the module docstring."""
 
     name: Final = "postfix"
@@ -95,6 +88,7 @@ class PostfixInstance:
         self.keep_work_dir = keep_work_dir
         self.layout = Layout(make_public_dir("spf-milter-postfix-"))
         self.mailbox = Mailbox(self.layout.out_dir)
+        self.log_file = self.layout.maillog
         self.port = 0
         create_layout(self.layout)
 
@@ -303,38 +297,6 @@ class PostfixInstance:
                 if Path(f"/proc/{pid}/comm").read_text().strip() == "smtpd":
                     pids.add(pid)
         return pids
-
-    def maillog(self, since: int = 0) -> str:
-        """Return the instance's log from byte offset ``since`` (see log_position)."""
-        return read_log(self.layout.maillog, since)
-
-    def log_position(self) -> int:
-        """Return the log's current size, to read only later lines with maillog()."""
-        return log_size(self.layout.maillog)
-
-    def maillog_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        """Return the last lines of the log, for error messages."""
-        return log_tail(self.layout.maillog, lines)
-
-    def wait_for_delivery(
-        self,
-        predicate: Callable[[Delivery], bool] | None = None,
-        *,
-        subject: str | None = None,
-        message_id: str | None = None,
-        timeout: float = DELIVERY_TIMEOUT,
-    ) -> Delivery:
-        """Wait until a message matching every given criterion is delivered."""
-        try:
-            return self.mailbox.wait_for(
-                predicate, subject=subject, message_id=message_id, timeout=timeout
-            )
-        except WaitTimeout as error:
-            raise WaitTimeout(f"{error.what}\n{self.maillog_tail()}", timeout) from None
-
-    def delivered(self) -> list[Delivery]:
-        """Return every message delivered so far, oldest first."""
-        return self.mailbox.delivered()
 
     def mailq(self) -> list[dict[str, object]]:
         """Return the queue as ``postqueue -j`` reports it (one dict per message)."""

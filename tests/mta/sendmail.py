@@ -26,20 +26,13 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Final, Self
 
-from mta.common import (
-    LOG_TAIL_LINES,
-    is_zombie,
-    log_size,
-    log_tail,
-    make_public_dir,
-    read_log,
-)
-from mta.delivery import DELIVERY_TIMEOUT, Delivery, Mailbox
+from mta.common import LogAndMailbox, is_zombie, make_public_dir
+from mta.delivery import Mailbox
 from mta.loopback import free_port, is_listening
 from mta.sendmailconf import (
     SANDBOX_SCRIPT,
@@ -67,7 +60,7 @@ class SendmailError(Exception):
     """The private Sendmail did not do what was asked; the message has its log tail."""
 
 
-class SendmailInstance:
+class SendmailInstance(LogAndMailbox):
     """A private Sendmail on loopback ports; see the module docstring."""
 
     name: Final = "sendmail"
@@ -97,6 +90,7 @@ class SendmailInstance:
         self.keep_work_dir = keep_work_dir
         self.layout = SendmailLayout(make_public_dir("spf-milter-sendmail-"))
         self.mailbox = Mailbox(self.layout.out_dir)
+        self.log_file = self.layout.maillog
         self.port = 0
         self.process: subprocess.Popen[bytes] | None = None
         self._namespace: str | None = None
@@ -337,43 +331,12 @@ class SendmailInstance:
 
     # -- logs and deliveries -------------------------------------------------------
 
-    def maillog(self, since: int = 0) -> str:
-        """Return sendmail's syslog from byte offset ``since`` (see log_position)."""
-        return read_log(self.layout.maillog, since)
-
-    def log_position(self) -> int:
-        """Return the log's current size, to read only later lines with maillog()."""
-        return log_size(self.layout.maillog)
-
-    def maillog_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        """Return the last lines of the log, for error messages."""
-        return log_tail(self.layout.maillog, lines)
-
     def _output_text(self) -> str:
         try:
             text = self.layout.output.read_text(errors="replace")
         except FileNotFoundError:
             return ""
         return f"--- {self.layout.output} ---\n{text[-4000:]}\n" if text else ""
-
-    def wait_for_delivery(
-        self,
-        predicate: Callable[[Delivery], bool] | None = None,
-        *,
-        subject: str | None = None,
-        message_id: str | None = None,
-        timeout: float = DELIVERY_TIMEOUT,
-    ) -> Delivery:
-        """Wait until a message matching every given criterion is delivered."""
-        try:
-            return self.mailbox.wait_for(
-                predicate, subject=subject, message_id=message_id, timeout=timeout
-            )
-        except WaitTimeout as error:
-            raise WaitTimeout(f"{error.what}\n{self.maillog_tail()}", timeout) from None
-
-    def delivered(self) -> list[Delivery]:
-        return self.mailbox.delivered()
 
     def queued(self) -> list[Path]:
         """Return the queue files (qf*) of messages not delivered."""
