@@ -2,7 +2,8 @@
 
 pyspf fetches every DNS answer through its module-level ``spf.DNSLookup``
 function; its own test suite replaces that function to serve test zones,
-and so does this module. The function built here answers as pyspf's
+and so do the differential test (tests/differential) and the engine
+benchmark (bench/engine.py). The function built here answers as pyspf's
 dnspython driver would: a list of ``((owner, type), value)`` pairs where TXT
 values are sequences of byte strings, MX values ``(preference, exchange)``,
 A, AAAA and PTR values strings, with one ``CNAME`` pair per alias followed.
@@ -24,13 +25,18 @@ _ERRORS = {Outcome.TIMEOUT, Outcome.SERVFAIL, Outcome.REFUSED, Outcome.CNAME_LOO
 
 
 def zone_lookup(zone: Zone) -> PyspfLookup:
-    """Return a ``spf.DNSLookup`` replacement answering from ``zone``, memoised."""
+    """Return a ``spf.DNSLookup`` replacement answering from ``zone``, memoised.
+
+    The memo is keyed by the name as asked (owner names in the answer keep
+    its case), so it answers exactly as the zone would, as long as the zone
+    does not change.
+    """
     memo: dict[tuple[str, str], PyspfAnswer] = {}
 
     def lookup(
         name: str, qtype: str, strict: object = True, timeout: object = None
     ) -> PyspfAnswer:
-        key = (name.lower(), qtype)
+        key = (name, qtype)
         answer = memo.get(key)
         if answer is None:
             answer = memo[key] = _answer(zone, name, qtype)

@@ -35,8 +35,9 @@ import spf
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from dnszone import Mx, Outcome, Rdata, Resolution, Zone
+from dnszone import Outcome, Resolution, Zone
 from fakelookup import FakeLookup
+from pyspfzone import zone_lookup
 from spf_milter.verify import check_mail_from
 
 EXAMPLES = int(os.environ.get("SPF_DIFF_EXAMPLES", "300"))
@@ -70,7 +71,6 @@ ODD_TERMS = tuple(
 )
 
 LOOPBACK = "127.0.0.2"  # what the MACROS names resolve to
-PyspfAnswer = list[tuple[tuple[str, str], object]]
 
 
 class _HashedZone(Zone):
@@ -245,35 +245,6 @@ def cases(draw: st.DrawFn) -> Case:
 
 
 # -- pyspf, reading the same zone ----------------------------------------------
-
-
-def zone_lookup(zone: Zone) -> Callable[..., PyspfAnswer]:
-    """Return a ``spf.DNSLookup`` answering from ``zone`` as pyspf's drivers do.
-
-    TXT values are sequences of byte strings, MX values (preference, name),
-    A, AAAA and PTR values strings; each alias followed is a CNAME pair.
-    """
-
-    def lookup(name: str, qtype: str, *_options: object) -> PyspfAnswer:
-        resolution = zone.resolve(name, qtype)  # generated zones never fail
-        pairs: PyspfAnswer = []
-        owner = name
-        for target in resolution.cnames:
-            pairs.append(((owner, "CNAME"), target))
-            owner = target
-        pairs.extend(((owner, qtype), _pyspf_value(r)) for r in resolution.records)
-        return pairs
-
-    return lookup
-
-
-def _pyspf_value(rdata: Rdata) -> object:
-    match rdata:
-        case Mx(preference, exchange):
-            return (preference, exchange)
-        case ipaddress.IPv4Address() | ipaddress.IPv6Address():
-            return str(rdata)
-    return rdata  # TXT strings (bytes) and PTR targets as they are
 
 
 @pytest.fixture
