@@ -56,7 +56,7 @@ def start_in_background(coro: Coroutine[Any, Any, Any]) -> bool:
         return False
     try:
         yielded = coro.send(None)
-    except (StopIteration, Exception):  # noqa: BLE001 - done, or failed: either way, over
+    except Exception:  # noqa: BLE001 - done (StopIteration) or failed: either way, over
         return True
     try:
         loop = asyncio.get_running_loop()

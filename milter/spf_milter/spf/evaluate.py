@@ -62,6 +62,7 @@ from spf_milter.spf.trace import Trace, TracedLookup, printable
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 T = TypeVar("T")
 Fetch = Callable[[str], Coroutine[Any, Any, Sequence[object]]]
+FetchAddresses = Callable[[str], Coroutine[Any, Any, Sequence[IPAddress]]]
 
 _MASKS4: Final = tuple(((1 << n) - 1) << (32 - n) for n in range(33))
 _MASKS6: Final = tuple(((1 << n) - 1) << (128 - n) for n in range(129))
@@ -136,6 +137,7 @@ class _Check:
         "_context",
         "clock",
         "dns_terms",
+        "fetch_address",
         "helo",
         "ip",
         "ip_int",
@@ -143,6 +145,7 @@ class _Check:
         "limits",
         "lookup",
         "prefetched",
+        "prefetching",
         "receiver",
         "sender",
         "trace",
@@ -166,12 +169,15 @@ class _Check:
         self.ip = ip
         self.ip_int = int(ip)
         self.is_v4 = ip.version == 4
+        # A or AAAA: the address records of the client's family (§5.3, §5.4).
+        self.fetch_address: FetchAddresses = lookup.a if self.is_v4 else lookup.aaaa
         self.limits = limits
         self.trace = trace
         self.clock = clock
         self.dns_terms = 0
         self.void_lookups = 0
         self.prefetched = 0
+        self.prefetching = limits.prefetch and trace is None
         self.sender = sender
         self.helo = helo
         self.receiver = receiver
@@ -243,9 +249,12 @@ class _Check:
 
     async def find_record(self, name: str) -> Record | None:
         """Return ``name``'s one SPF record, None if it has none (§4.4, §4.5)."""
-        try:
-            # name was normalised: queryable
-            texts, waited = await await_noting_wait(self.lookup.txt(name))
+        waited = False
+        try:  # name was normalised: queryable
+            if self.prefetching:
+                texts, waited = await await_noting_wait(self.lookup.txt(name))
+            else:
+                texts = await self.lookup.txt(name)
         except DnsError as error:
             raise TempError(str(error)) from None
         record = select_record(tuple(texts))
@@ -253,8 +262,7 @@ class _Check:
             self.trace_record(name, texts)
         if isinstance(record, PermError):
             raise PermError(f"{name}: {record.problem}")
-        prefetching = self.limits.prefetch and self.trace is None
-        if waited and prefetching and record is not None:
+        if waited and record is not None:
             self.prefetch(record, name)
         return record
 
@@ -289,7 +297,8 @@ class _Check:
     ) -> list[tuple[Fetch | None, MacroString | None]]:
         """Return each DNS-querying term's first query and its domain-spec.
 
-        In evaluation order, redirect last; None for ptr (not prefetched).
+        In evaluation order, up to ``all``, redirect last; None for ptr (not
+        prefetched).
         """
         lookup = self.lookup
         queries: list[tuple[Fetch | None, MacroString | None]] = []
@@ -302,10 +311,12 @@ class _Check:
                 case Exists(domain):
                     queries.append((lookup.a, domain))
                 case A(domain):
-                    queries.append((lookup.a if self.is_v4 else lookup.aaaa, domain))
+                    queries.append((self.fetch_address, domain))
                 case Ptr():
                     queries.append((None, None))
-        if record.redirect is not None and not record.has_all:
+                case All():
+                    return queries  # it always matches: nothing after it runs
+        if record.redirect is not None:
             queries.append((lookup.txt, record.redirect))
         return queries
 
@@ -400,8 +411,7 @@ class _Check:
             raise PermError(f"{domain} has {len(exchanges)} MX records, more than 10")
         # RFC 7505: a null MX ("." as the exchange) has no addresses.
         hosts = [host for host in exchanges if is_queryable(host)]
-        fetch: Callable[[str], Coroutine[Any, Any, Sequence[IPAddress]]]
-        fetch = self.lookup.a if self.is_v4 else self.lookup.aaaa
+        fetch = self.fetch_address
         # The hosts' addresses are independent: ask for them all at once, then
         # read the answers in order, as a left-to-right evaluation would.
         answers: list[Sequence[IPAddress] | DnsError]
@@ -453,9 +463,7 @@ class _Check:
 
     async def addresses(self, name: str) -> Sequence[IPAddress]:
         """Return the A or AAAA records of ``name``, as the client's family."""
-        if self.is_v4:
-            return await self.query(self.lookup.a, name)
-        return await self.query(self.lookup.aaaa, name)
+        return await self.query(self.fetch_address, name)
 
     async def ptr_names(self) -> list[str] | None:
         """Return the client's first 10 PTR names; None on any error (§5.5)."""
@@ -490,8 +498,8 @@ class _Check:
         return "unknown"
 
     async def query(
-        self, method: Callable[[str], Awaitable[list[T]]], name: str
-    ) -> list[T]:
+        self, method: Callable[[str], Awaitable[Sequence[T]]], name: str
+    ) -> Sequence[T]:
         """Run one DNS query; errors become temperror (§5).
 
         A name that cannot exist in the DNS (an empty or overlong label after
@@ -507,8 +515,9 @@ class _Check:
 
     async def target(self, spec: MacroString, name: str) -> str:
         """Expand a domain-spec into the name to query (§7.3, §4.8)."""
-        if spec.literal is not None:
-            return query_name(truncate_domain(spec.literal))
+        target = self.target_now(spec, name)
+        if target is not None:
+            return target
         return query_name(truncate_domain(await self.expand(spec, name)))
 
     def target_now(self, spec: MacroString, name: str) -> str | None:
