@@ -55,6 +55,7 @@ from spf_milter.verify import (
     IdentityCheck,
     check_helo,
     check_mail_from,
+    mail_from_sender,
     parse_mail_from,
 )
 
@@ -440,15 +441,25 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
     def _results(
         self, conn: Connection, transaction: Transaction
     ) -> tuple[IdentityCheck | None, IdentityCheck | None]:
-        helo = self._wait(conn, conn.helo_check, Identity.HELO)
-        mailfrom = self._wait(conn, transaction.mailfrom_check, Identity.MAILFROM)
+        helo = self._wait(
+            conn, conn.helo_check, Identity.HELO, f"postmaster@{conn.helo}"
+        )
+        sender = mail_from_sender(transaction.mail_from, conn.helo)
+        mailfrom = self._wait(
+            conn, transaction.mailfrom_check, Identity.MAILFROM, sender
+        )
         if mailfrom is not None and mailfrom.identity is Identity.HELO:
             mailfrom = dataclasses.replace(mailfrom, identity=Identity.MAILFROM)
         return helo, mailfrom
 
     def _wait(
-        self, conn: Connection, future: CheckFuture | None, identity: Identity
+        self,
+        conn: Connection,
+        future: CheckFuture | None,
+        identity: Identity,
+        sender: str,
     ) -> IdentityCheck | None:
+        """Return the check's result; temperror for ``sender`` if it takes too long."""
         if future is None:
             return None
         try:
@@ -456,9 +467,9 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         except concurrent.futures.TimeoutError:
             conn.log.warning("%s check gave no result in time", identity)
             problem = f"no result within {conn.settings.wait_limit:g} s"
-            domain = conn.helo if identity is Identity.HELO else ""
+            domain = sender.rpartition("@")[2]
             result = CheckResult(SpfResult.TEMPERROR, domain, problem=problem)
-            return IdentityCheck(identity, "", result)
+            return IdentityCheck(identity, sender, result)
 
     def _count(
         self,

@@ -13,6 +13,7 @@ import pytest
 from dnszone import Zone
 from harness import MilterHarness, RecordingCtx
 from spf_milter.callbacks import SpfMilter, parse_client_address
+from spf_milter.service import Settings
 
 CONFIG = """\
 socket: inet:8894@127.0.0.1
@@ -51,6 +52,8 @@ $ORIGIN example.org.
 @            TXT "v=spf1 -all exp=why.example.org"
 why          TXT "%{i} is not welcome here"
 ;! timeout slow
+lazy         TXT "v=spf1 -all"
+;! delay lazy 1.5
 """
 
 
@@ -197,6 +200,22 @@ def test_temperror_follows_the_policy(harness: MilterHarness) -> None:
     assert reply[:2] == ("451", "4.7.24")
     assert relaxed == Milter.CONTINUE
     assert session.added["Received-SPF"].startswith("temperror ")
+
+
+def test_a_check_past_the_wait_limit_is_temperror_for_the_real_sender(
+    harness: MilterHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(Settings, "wait_limit", property(lambda self: 0.3))
+    session = harness.session(mail_from="x@lazy.example.org")
+    assert session.rcpt_replies == [(Milter.CONTINUE, None)]
+    received = session.added["Received-SPF"]
+    assert received.startswith("temperror ")
+    assert 'envelope-from="x@lazy.example.org"' in received
+    assert "domain of x@lazy.example.org" in " ".join(received.split())
+    assert 'problem="no result within 0.3 s"' in received
+    (mailfrom, _helo) = _ar(session.added["Authentication-Results"]).results
+    assert mailfrom.result == "temperror"
+    assert mailfrom.properties[0].value == "x@lazy.example.org"
 
 
 def test_quarantine_and_shadow(harness: MilterHarness) -> None:
