@@ -171,8 +171,8 @@ class DnsLookup:
         """
         return None if self._cache is None else _CachedAnswers(self._cache)
 
-    # The three most frequent types look in the cache before creating any
-    # coroutine: on a busy daemon's warm path that is most of the work.
+    # Each type looks in the cache before creating any coroutine: on a busy
+    # daemon's warm path that is most of the work.
 
     async def txt(self, name: str) -> list[bytes]:
         """Return the TXT records of ``name``, each one's strings joined."""
@@ -191,11 +191,13 @@ class DnsLookup:
 
     async def mx(self, name: str) -> list[str]:
         """Return the exchanges of ``name``'s MX records, lowest preference first."""
-        return await self._lookup(name, _MX, _mx_values)
+        hit = self._peek("MX", name)
+        return hit if hit is not None else await self._lookup(name, _MX, _mx_values)
 
     async def ptr(self, name: str) -> list[str]:
         """Return the PTR targets of ``name``."""
-        return await self._lookup(name, _PTR, _ptr_values)
+        hit = self._peek("PTR", name)
+        return hit if hit is not None else await self._lookup(name, _PTR, _ptr_values)
 
     def _peek(self, rdtype: str, name: str) -> list[Any] | None:
         if self._cache is None:
@@ -208,13 +210,9 @@ class DnsLookup:
         rdtype: tuple[str, dns.rdatatype.RdataType],
         convert: Callable[[Sequence[dns.rdata.Rdata]], tuple[V, ...]],
     ) -> list[V]:
-        """Answer from the cache if there is one, else ask the DNS."""
+        """Ask the DNS, through the cache if any (which joins a query in flight)."""
         cache = self._cache
         key = (rdtype[0], name.lower())
-        if cache is not None:
-            hit = cache.peek(key)
-            if hit is not None:
-                return hit
 
         async def fetch() -> tuple[tuple[V, ...], float]:
             records, ttl = await self._query(name, rdtype[1])
