@@ -38,7 +38,7 @@ from spf_milter.outcome import (
     recipient_domain,
     reply_of,
 )
-from spf_milter.policy import Decision
+from spf_milter.policy import Decision, in_networks
 from spf_milter.service import Service
 from spf_milter.session import (
     CheckFuture,
@@ -173,7 +173,7 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         )
         if client_ip is None:
             self.conn.skip = Skip.NO_ADDRESS
-        elif any(client_ip in net for net in settings.config.trusted_networks):
+        elif in_networks(client_ip, settings.config.trusted_networks):
             self.conn.skip = Skip.TRUSTED
         if conn_log.isEnabledFor(logging.DEBUG):
             conn_log.debug(

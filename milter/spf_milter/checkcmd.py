@@ -24,6 +24,7 @@ from spf_milter.outcome import (
     recipient_domain,
     reply_of,
 )
+from spf_milter.policy import in_networks
 from spf_milter.resolver import DnsLookup
 from spf_milter.service import Settings
 from spf_milter.spf import Identity, Limits, Lookup, Trace
@@ -117,7 +118,7 @@ def _run_with_policy(args: argparse.Namespace) -> int:
     if args.nameserver:
         lookup = DnsLookup(args.nameserver, timeout=configuration.daemon.dns.timeout)
     settings = Settings.from_configuration(configuration, lookup)
-    trusted = any(args.ip in net for net in settings.config.trusted_networks)
+    trusted = in_networks(args.ip, settings.config.trusted_networks)
     if trusted:
         report: dict[str, Any] = {"trusted": True, "action": "accept", "headers": []}
     else:

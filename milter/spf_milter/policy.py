@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Final
@@ -81,9 +81,14 @@ class DomainRule:
 
     def is_trusted_relay(self, client_ip: IPAddress) -> bool:
         """Tell whether ``client_ip`` is one of the trusted relays."""
-        if isinstance(client_ip, ipaddress.IPv6Address) and client_ip.ipv4_mapped:
-            client_ip = client_ip.ipv4_mapped
-        return any(client_ip in network for network in self.trusted_relays)
+        return in_networks(client_ip, self.trusted_relays)
+
+
+def in_networks(client_ip: IPAddress, networks: Iterable[IPNetwork]) -> bool:
+    """Tell whether ``client_ip`` is in one of ``networks`` (IPv4-mapped as IPv4)."""
+    if isinstance(client_ip, ipaddress.IPv6Address) and client_ip.ipv4_mapped:
+        client_ip = client_ip.ipv4_mapped
+    return any(client_ip in network for network in networks)
 
 
 def _accept_all() -> ResultActions:

@@ -255,8 +255,9 @@ def test_check_with_config_shows_the_daemons_reply_and_headers(
     assert "receiver=" not in report["headers"][1]
 
 
+@pytest.mark.parametrize("client", ["127.0.0.1", "::ffff:127.0.0.1"])
 def test_check_with_config_for_a_trusted_client(
-    server: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    server: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], client: str
 ) -> None:
     config = _policy_config(tmp_path, server)
     cli.main(
@@ -265,7 +266,7 @@ def test_check_with_config_for_a_trusted_client(
             "--config",
             str(config),
             "--ip",
-            "127.0.0.1",
+            client,
             "--sender",
             "a@x.example",
             "--helo",
