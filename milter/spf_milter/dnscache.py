@@ -78,11 +78,6 @@ class DnsCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def clear(self) -> None:
-        """Forget every answer (queries in flight finish and are not kept)."""
-        self._entries.clear()
-        self._inflight.clear()
-
     def peek(self, key: Key) -> list[Any] | None:
         """Return a fresh cached answer without waiting, or None on a miss.
 

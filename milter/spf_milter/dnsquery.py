@@ -93,7 +93,6 @@ class Answer:
 
     records: Sequence[dns.rdata.Rdata]
     ttl: float
-    nxdomain: bool = False
 
 
 class StubResolver:
@@ -239,5 +238,5 @@ def _answer(response: dns.message.Message) -> Answer:
     chain = response.resolve_chaining()  # raises on a CNAME loop or a broken chain
     ttl = float(chain.minimum_ttl)
     if rcode == dns.rcode.NXDOMAIN:
-        return Answer((), ttl, nxdomain=True)
+        return Answer((), ttl)
     return Answer(tuple(chain.answer or ()), ttl)

@@ -10,7 +10,6 @@ changes under a transaction.
 from __future__ import annotations
 
 import logging
-import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,7 +103,6 @@ class Service:
         self.cache = cache
         self.metrics = metrics if metrics is not None else Metrics()
         self._settings = settings
-        self._lock = threading.Lock()
         self._noted: set[str] = set()
 
     @property
@@ -136,9 +134,8 @@ class Service:
                 "reload failed: %s; still using the previous configuration", error
             )
             return False
-        with self._lock:
-            self._settings = settings
-            self.cache = cache
+        self._settings = settings
+        self.cache = cache
         log.info("reloaded %s and the policy", self.config_path)
         return True
 
