@@ -126,9 +126,12 @@ class TextTemplate:
                 )
 
     def render(self, values: Mapping[str, str]) -> str:
-        """Substitute the (already cleaned) values; return one clean line."""
+        """Substitute the (already cleaned) values; return one clean line.
+
+        A text that comes out empty becomes "SPF <result>".
+        """
         text = string.Template(self.source).substitute(values)
-        return clean_text(text, MAX_REPLY_TEXT)
+        return clean_text(text, MAX_REPLY_TEXT) or f"SPF {values['result']}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,8 +157,7 @@ class ReplyTemplate:
 
     def render(self, values: Mapping[str, str]) -> SmtpReply:
         """Return the reply with ``values`` substituted."""
-        text = self.text.render(values) or f"SPF {values['result']}"
-        return SmtpReply(self.code, self.status, text)
+        return SmtpReply(self.code, self.status, self.text.render(values))
 
     def __str__(self) -> str:
         return f"{self.code} {self.status} {self.text.source}"
@@ -321,5 +323,5 @@ def render_action(action: ConfiguredAction, values: Mapping[str, str]) -> Action
         case DeferAction(reply=reply):
             return Defer(reply.render(values))
         case QuarantineAction(reason=reason):
-            return Quarantine(reason.render(values) or f"SPF {values['result']}")
+            return Quarantine(reason.render(values))
     assert_never(action)

@@ -19,7 +19,6 @@ from socket import gethostname
 from typing import Final
 
 from spf_milter.configfields import (
-    TOKEN,
     Fields,
     as_absolute_path,
     as_bool,
@@ -41,6 +40,7 @@ from spf_milter.configyaml import ConfigError as ConfigError
 from spf_milter.configyaml import ConfigProblem as ConfigProblem
 from spf_milter.configyaml import Context, Node, quote, read_yaml
 from spf_milter.dnscache import ERROR_TTL, MAX_ENTRIES, MAX_TTL, MIN_TTL
+from spf_milter.headers import TOKEN
 from spf_milter.policy import IPAddress, IPNetwork, Policy
 from spf_milter.resolver import Nameserver, parse_nameserver
 

@@ -27,11 +27,11 @@ from spf_milter.configyaml import (
     YamlMap,
     quote,
 )
+from spf_milter.headers import TOKEN
 
 T = TypeVar("T")
 E = TypeVar("E", bound=enum.StrEnum)
 
-TOKEN: Final = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+")  # RFC 2045 §5.1
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?")  # POSIX user/group
 _MODE = re.compile(r"(0o?)?[0-7]{1,4}")
 _KIND_NAMES: Final[tuple[tuple[type, str], ...]] = (
@@ -114,8 +114,11 @@ def as_network(node: Node) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         ) from None
 
 
-def as_choice(choices: type[E]) -> Callable[[Node], E]:
-    """Return a parser of one of the values of the StrEnum ``choices``."""
+def as_choice(choices: type[E], what: str = "value") -> Callable[[Node], E]:
+    """Return a parser of one of the values of the StrEnum ``choices``.
+
+    An unknown word is reported as an unknown ``what``.
+    """
 
     def parse(node: Node) -> E:
         word = as_str(node)
@@ -124,7 +127,7 @@ def as_choice(choices: type[E]) -> Callable[[Node], E]:
         except ValueError:
             expected = ", ".join(str(choice) for choice in choices)
             raise ValueError(
-                f"unknown value {quote(word)} (expected {expected})"
+                f"unknown {what} {quote(word)} (expected {expected})"
             ) from None
 
     return parse

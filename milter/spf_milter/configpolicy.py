@@ -21,7 +21,7 @@ from spf_milter.action import (
     TextTemplate,
     default_action,
 )
-from spf_milter.configfields import Fields, as_bool, as_network, as_str
+from spf_milter.configfields import Fields, as_bool, as_choice, as_network, as_str
 from spf_milter.configyaml import (
     ConfigError,
     ConfigProblem,
@@ -90,15 +90,7 @@ class _Rules:
         self.places[key] = _Place(context.path, mark)
 
 
-def _kind(node: Node) -> ActionKind:
-    word = as_str(node)
-    try:
-        return ActionKind(word)
-    except ValueError:
-        expected = ", ".join(str(kind) for kind in ActionKind)
-        raise ValueError(
-            f"unknown action {quote(word)} (expected {expected})"
-        ) from None
+_kind = as_choice(ActionKind, "action")
 
 
 def _reply_action(kind: ActionKind, node: Node) -> ConfiguredAction:

@@ -73,7 +73,7 @@ _ERROR_RESULTS: Final = frozenset({SpfResult.PERMERROR, SpfResult.TEMPERROR})
 _ATEXT: Final = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]"
 _DOT_ATOM: Final = re.compile(rf"{_ATEXT}+(?:\.{_ATEXT}+)*")
 # RFC 2045 §5.1: token = 1*<US-ASCII CHAR except SPACE, CTLs, tspecials>.
-_TOKEN: Final = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+")
+TOKEN: Final = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+")
 # RFC 8601 §2.2 domain-name (RFC 6376 §3.5, RFC 5321 sub-domain = Let-dig [Ldh-str]).
 _LABEL: Final = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _DOMAIN_NAME: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
@@ -279,7 +279,7 @@ def _dot_atom_or_quoted(text: str) -> str:
 
 def _token_or_quoted(text: str) -> str:
     """Render an RFC 2045 §5.1 ``value``: ``token / quoted-string``."""
-    return text if _TOKEN.fullmatch(text) else _quote(text)
+    return text if TOKEN.fullmatch(text) else _quote(text)
 
 
 def _pvalue(text: str) -> str:
@@ -353,7 +353,7 @@ def _skip_cfws(text: str, pos: int) -> int | None:
 
 def _scan_token(text: str, pos: int) -> _Scanned | None:
     """Read an RFC 2045 token at ``pos``."""
-    found = _TOKEN.match(text, pos)
+    found = TOKEN.match(text, pos)
     return None if found is None else _Scanned(found.group(), found.end())
 
 
