@@ -39,6 +39,7 @@ sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "bench")]
 
 import spf  # noqa: E402
 
+import procstat  # noqa: E402
 from dnsserver import DnsServer  # noqa: E402
 from pyspfzone import zone_lookup  # noqa: E402
 from shapes import HELO, SHAPES, Shape, build_zone  # noqa: E402
@@ -123,15 +124,8 @@ def measure(
 
 def machine() -> dict[str, object]:
     """Describe where the figures were taken."""
-    model = "unknown"
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        for line in cpuinfo.read_text(encoding="utf-8").splitlines():
-            if line.startswith("model name"):
-                model = line.partition(":")[2].strip()
-                break
     return {
-        "cpu": model,
+        "cpu": procstat.cpu_model(),
         "nproc": os.cpu_count(),
         "python": platform.python_version(),
         "pyspf": spf.__version__,

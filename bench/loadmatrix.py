@@ -46,7 +46,7 @@ import loadreport
 import netns
 import procstat
 from loaddns import FRESH_SUFFIX
-from milterload import LoadResult, LoadSpec, run_load
+from milterload import MAX_MESSAGES, LoadResult, LoadSpec, run_load
 from milters import Milter, start_incumbent, start_ours
 
 PARTS: Final = ("matrix", "cold", "socket", "attack", "e2e")
@@ -80,19 +80,20 @@ class Bench:
     milters: dict[str, Milter] = field(default_factory=dict)
     runs: int = 0
 
-    def measure(
+    def spec(
         self,
         milter: Milter,
         workload: str,
         concurrency: int,
         seconds: float,
         *,
-        max_messages: int = 1_000_000,
+        max_messages: int = MAX_MESSAGES,
         warmup: float | None = None,
-    ) -> LoadResult:
-        """Run one load against ``milter`` and return what it measured."""
+        dns_cpu: bool = True,
+    ) -> LoadSpec:
+        """Return one run's LoadSpec; each run gets fresh names of its own."""
         self.runs += 1
-        spec = LoadSpec(
+        return LoadSpec(
             milter.endpoint,
             workload,
             concurrency,
@@ -101,7 +102,27 @@ class Bench:
             max_messages,
             pid=milter.pid,
             generation_base=self.runs * 10_000_000,
-            dns_pid=self.dns.pid,
+            dns_pid=self.dns.pid if dns_cpu else None,
+        )
+
+    def measure(
+        self,
+        milter: Milter,
+        workload: str,
+        concurrency: int,
+        seconds: float,
+        *,
+        max_messages: int = MAX_MESSAGES,
+        warmup: float | None = None,
+    ) -> LoadResult:
+        """Run one load against ``milter`` and return what it measured."""
+        spec = self.spec(
+            milter,
+            workload,
+            concurrency,
+            seconds,
+            max_messages=max_messages,
+            warmup=warmup,
         )
         result = asyncio.run(run_load(spec))
         if milter.process.poll() is not None:
@@ -191,13 +212,8 @@ def run_parts(bench: Bench) -> dict[str, object]:
 
 def machine() -> dict[str, object]:
     """Describe where and when the figures were taken."""
-    model = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            model = line.partition(":")[2].strip()
-            break
     return {
-        "cpu": model,
+        "cpu": procstat.cpu_model(),
         "nproc": os.cpu_count(),
         "loadavg_start": Path("/proc/loadavg").read_text().split()[:3],
         "python": platform.python_version(),

@@ -10,7 +10,7 @@ import asyncio
 from typing import TYPE_CHECKING, Final
 
 import loadreport
-from milterload import LoadResult, LoadSpec, run_load
+from milterload import LoadResult, run_load
 from milters import Milter, start_incumbent, start_ours
 
 if TYPE_CHECKING:
@@ -114,21 +114,8 @@ async def _under_attack(
     bench: Bench, milter: Milter, seconds: float
 ) -> tuple[LoadResult, LoadResult]:
     """Run the normal load and the slow domain's load at the same time."""
-    bench.runs += 2
-
-    def spec(workload: str, concurrency: int, base: int) -> LoadSpec:
-        return LoadSpec(
-            milter.endpoint,
-            workload,
-            concurrency,
-            seconds,
-            warmup=bench.options.warmup,
-            pid=milter.pid,
-            generation_base=base,
-        )
-
     normal, slow = await asyncio.gather(
-        run_load(spec("include", 10, bench.runs * 10_000_000)),
-        run_load(spec("slow-cold", 20, (bench.runs + 1) * 10_000_000)),
+        run_load(bench.spec(milter, "include", 10, seconds, dns_cpu=False)),
+        run_load(bench.spec(milter, "slow-cold", 20, seconds, dns_cpu=False)),
     )
     return normal, slow

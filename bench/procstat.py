@@ -19,6 +19,16 @@ class Memory:
     threads: int
 
 
+def cpu_model() -> str:
+    """Return the CPU's model name from /proc/cpuinfo ("unknown" if none)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                return line.partition(":")[2].strip()
+    return "unknown"
+
+
 def cpu_seconds(pid: int) -> float:
     """Return the user plus system CPU time of all of ``pid``'s threads."""
     stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
