@@ -11,7 +11,8 @@ Standalone, for the daemon and benchmarks (prints the port, runs until
 SIGTERM or SIGINT)::
 
     python tests/dnsserver.py --zone tests/zones/x.zone [--port N] [--address A]
-    python tests/dnsserver.py --openspf rfc7208-tests.yml --scenario "Record lookup"
+    python tests/dnsserver.py --openspf tests/openspf/rfc7208-tests.yml \
+        --scenario "Record lookup"
 
 UDP and TCP share one port on every address. One asyncio loop in a
 background thread answers each query in its own task, so a delayed name

@@ -5,7 +5,7 @@ behaves identically in memory and over real DNS. A zone is built three ways:
 
 - in Python: ``zone.add_txt("example.com", b"v=spf1 -all")``, ``add_a``, ...;
 - from an openspf test-suite scenario: ``Zone.from_openspf(doc["zonedata"])``,
-  with the conventions of shared/spf-test-suite/README.md;
+  with the conventions of tests/openspf/README.md;
 - from RFC 1035 master-file text: ``Zone.from_text(path.read_text())``. Names
   are relative to ``$ORIGIN`` (the root before the first one); ``$TTL`` or a
   TTL per record is required; SOA and NS records only make their owner exist.

@@ -5,7 +5,7 @@ FakeLookup; through ``spf-milter check --json`` talking over UDP/TCP to a
 real DNS server on loopback that serves the same scenario; and through the
 daemon's way of asking, a cached DnsLookup with prefetching, over that
 server, whose result and counts must equal the in-memory ones. The suites live in
-../shared/spf-test-suite (see its README for the format and conventions).
+tests/openspf (see its README for the format and conventions).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from spf_milter.resolver import DnsLookup, Nameserver
 from spf_milter.spf import Limits
 from spf_milter.verify import IdentityCheck, check_mail_from
 
-SUITE_DIR = Path(__file__).resolve().parents[3] / "shared" / "spf-test-suite"
+SUITE_DIR = Path(__file__).resolve().parents[1] / "openspf"
 SUITES = {
     "rfc7208": SUITE_DIR / "rfc7208-tests.yml",
     "rfc4408": SUITE_DIR / "rfc4408-tests.yml",

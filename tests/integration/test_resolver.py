@@ -37,7 +37,7 @@ from spf_milter.spf.lookup import DnsError, DnsServerFailure, DnsTimeout, Lookup
 pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
-SUITE_DIR = Path(__file__).resolve().parents[3] / "shared" / "spf-test-suite"
+SUITE_DIR = Path(__file__).resolve().parents[1] / "openspf"
 TIMEOUT = 0.5  # seconds per lookup: loopback answers take milliseconds
 IO_TIMEOUT = 2.0  # seconds for raw queries in these tests
 
