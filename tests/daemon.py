@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-START_TIMEOUT = 10.0
+START_TIMEOUT = 30.0  # generous: a busy machine starts slowly
 STOP_TIMEOUT = 10.0  # libmilter may take ~6 s to leave after SIGTERM
 
 
@@ -69,8 +69,10 @@ class MilterDaemon:
         else:
             self.listen = f"socket: inet:{self.port}@127.0.0.1\n"
             self.milter_spec = f"inet:127.0.0.1:{self.port}"
+        # A timeout long enough for a loopback answer on a busy machine, short
+        # enough for the tests of names that are never answered.
         self.dns = (
-            f'dns:\n  nameservers: ["{nameserver}"]\n  timeout: 1\n  time_limit: 3\n'
+            f'dns:\n  nameservers: ["{nameserver}"]\n  timeout: 3\n  time_limit: 10\n'
         )
         self.rewrite_config(config)
         self.policy_path.write_text(policy)

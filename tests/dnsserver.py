@@ -71,7 +71,7 @@ MIN_UDP_SIZE: Final = 512  # RFC 1035 §4.2.1; RFC 6891 §6.2.5: less counts as 
 MAX_TCP_SIZE: Final = 65535  # RFC 1035 §4.2.2: a two-octet length prefix
 BIND_ATTEMPTS: Final = 20
 START_TIMEOUT: Final = 5.0
-STOP_TIMEOUT: Final = 1.0
+STOP_TIMEOUT: Final = 5.0
 IN = dns.rdataclass.IN
 
 Transport = Literal["udp", "tcp"]
@@ -106,6 +106,8 @@ class DnsServer:
         self._stopping: asyncio.Event | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._connections: set[asyncio.Transport] = set()  # loop thread only
+        self._delayed = 0  # queries waiting out their delay now (loop thread only)
+        self._delayed_peak = 0
 
     @property
     def queries(self) -> list[LoggedQuery]:
@@ -119,10 +121,21 @@ class DnsServer:
         with self._log_lock:
             return len(self._log)
 
+    @property
+    def delayed_peak(self) -> int:
+        """Return the most delayed queries that were waiting at the same time.
+
+        Queries waiting together were sent before any of them was answered:
+        a count that shows concurrency however slow the machine is.
+        """
+        with self._log_lock:
+            return self._delayed_peak
+
     def clear_queries(self) -> None:
         """Forget the queries read so far."""
         with self._log_lock:
             self._log.clear()
+            self._delayed_peak = 0
 
     def __enter__(self) -> DnsServer:
         self.start()
@@ -228,6 +241,16 @@ class DnsServer:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def _wait(self, delay: float) -> None:
+        with self._log_lock:
+            self._delayed += 1
+            self._delayed_peak = max(self._delayed_peak, self._delayed)
+        try:
+            await asyncio.sleep(delay)
+        finally:
+            with self._log_lock:
+                self._delayed -= 1
+
     async def reply(self, wire: bytes, transport: Transport) -> bytes | None:
         """Return the response to query ``wire``, or None to send nothing."""
         try:
@@ -245,7 +268,7 @@ class DnsServer:
             self._log.append(LoggedQuery(name_text(question.name), rdtype, transport))
         resolution = self.zone.resolve(name_text(question.name), rdtype)
         if resolution.delay > 0:
-            await asyncio.sleep(resolution.delay)
+            await self._wait(resolution.delay)
         if resolution.outcome is Outcome.TIMEOUT:
             return None
         try:

@@ -147,7 +147,8 @@ def test_forgeries_alone_are_no_answer() -> None:
         start = time.monotonic()
         with pytest.raises(DnsTimeout):
             a(lookup_of(server.port, timeout=0.5))
-        assert time.monotonic() - start < 1.5
+        # Forgeries do not restart the wait (the bound allows for a busy machine).
+        assert time.monotonic() - start < 0.5 + 2.5
 
 
 def test_every_query_has_a_new_source_port_and_id() -> None:
@@ -177,10 +178,11 @@ def test_a_refusing_server_is_skipped_for_the_next(good_server: DnsServer) -> No
         send(refused.to_wire())
 
     with ScriptedServer(script) as refusing:
-        lookup = lookup_of(refusing.port, good_server.port)
+        lookup = lookup_of(refusing.port, good_server.port, timeout=10.0)
         start = time.monotonic()
         assert a(lookup) == [ipaddress.IPv4Address("192.0.2.1")]
-        assert time.monotonic() - start < 0.5
+        # At once, not after the refusing server's 2 s attempt.
+        assert time.monotonic() - start < 1.5
         assert len(refusing.sources) == 1
 
 
@@ -189,11 +191,12 @@ def test_a_closed_port_is_skipped_at_once(good_server: DnsServer) -> None:
         probe.bind(("127.0.0.1", 0))
         closed = probe.getsockname()[1]
     start = time.monotonic()
-    answer = a(lookup_of(closed, good_server.port))
+    answer = a(lookup_of(closed, good_server.port, timeout=10.0))
     assert answer == [ipaddress.IPv4Address("192.0.2.1")]
     with pytest.raises(DnsServerFailure, match="refused"):
-        a(lookup_of(closed))
-    assert time.monotonic() - start < 0.5  # ICMP port unreachable, not a timeout
+        a(lookup_of(closed, timeout=10.0))
+    # ICMP port unreachable, not the 2 s attempt timeout, twice.
+    assert time.monotonic() - start < 1.5
 
 
 def test_a_silent_server_gets_its_attempt_then_the_next_answers(
@@ -201,11 +204,12 @@ def test_a_silent_server_gets_its_attempt_then_the_next_answers(
 ) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind(("127.0.0.1", 0))  # bound, never read
-        lookup = lookup_of(silent.getsockname()[1], good_server.port, timeout=4.0)
+        lookup = lookup_of(silent.getsockname()[1], good_server.port, timeout=10.0)
         start = time.monotonic()
         assert a(lookup) == [ipaddress.IPv4Address("192.0.2.1")]
-        # The first server had its 2 s attempt; the second answered at once.
-        assert 1.9 <= time.monotonic() - start < 3.0
+        # The first server had its 2 s attempt; the second answered at once,
+        # well before the silent server's second attempt would end at 4 s.
+        assert 1.9 <= time.monotonic() - start < 3.9
 
 
 def test_every_server_failing_gives_the_reasons_but_not_the_servers() -> None:

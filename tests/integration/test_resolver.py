@@ -38,8 +38,13 @@ pytestmark = pytest.mark.integration
 
 T = TypeVar("T")
 SUITE_DIR = Path(__file__).resolve().parents[1] / "openspf"
-TIMEOUT = 0.5  # seconds per lookup: loopback answers take milliseconds
-IO_TIMEOUT = 2.0  # seconds for raw queries in these tests
+# Seconds per lookup. Loopback answers take milliseconds, but on a busy machine
+# the server's thread may wait long for a core: only a query that is meant to
+# time out gets a short timeout (EXPECTED_TIMEOUT), so load can never turn an
+# answer into a timeout.
+TIMEOUT = 5.0
+EXPECTED_TIMEOUT = 0.5
+IO_TIMEOUT = 10.0  # seconds for raw queries in these tests
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
@@ -139,7 +144,7 @@ def test_timeout_raises_dns_timeout_within_the_timeout(server: DnsServer) -> Non
     start = time.monotonic()
     with pytest.raises(DnsTimeout):
         run(lookup.txt("slow.example.com"))
-    assert 0.25 <= time.monotonic() - start < 0.3 + 0.5
+    assert 0.25 <= time.monotonic() - start < 0.3 + 2.0  # not the 5 s default
     assert server.query_count >= 1  # the query arrived and was left unanswered
 
 
@@ -237,10 +242,13 @@ def test_ipv6_nameserver_is_used() -> None:
 # -- the server itself ------------------------------------------------------------
 
 
+LAZY = 1.0  # seconds before the server answers a delayed name (< 2 s attempt)
+
+
 def test_delayed_name_does_not_hold_up_other_names(server: DnsServer) -> None:
-    server.zone.set_delay("lazy.example.com", 1.0)
+    server.zone.set_delay("lazy.example.com", LAZY)
     server.zone.add_a("lazy.example.com", "192.0.2.9")
-    lookup = make_lookup(server, timeout=3.0)
+    lookup = make_lookup(server)
 
     async def race() -> tuple[list[str], float]:
         done: list[str] = []
@@ -258,7 +266,7 @@ def test_delayed_name_does_not_hold_up_other_names(server: DnsServer) -> None:
 
     done, fast = run(race())
     assert done == ["example.com", "lazy.example.com"]
-    assert fast < 0.5
+    assert fast < LAZY  # answered before the delayed name could be
 
 
 def test_zone_can_be_swapped_at_run_time(server: DnsServer, lookup: DnsLookup) -> None:
@@ -282,7 +290,7 @@ def test_malformed_queries_are_dropped_and_the_server_lives(server: DnsServer) -
     assert server.query_count == 1
 
 
-def test_server_stops_within_a_second_with_a_query_pending() -> None:
+def test_server_stops_at_once_with_a_query_pending() -> None:
     zone = Zone()
     zone.set_timeout("slow.example.com")
     query = dns.message.make_query("slow.example.com", "TXT").to_wire()
@@ -294,7 +302,7 @@ def test_server_stops_within_a_second_with_a_query_pending() -> None:
         sock.sendall(len(query).to_bytes(2, "big") + query)
         start = time.monotonic()
         server.stop()
-        assert time.monotonic() - start < 1.0
+        assert time.monotonic() - start < 3.0  # not waiting for the query
         sock.settimeout(IO_TIMEOUT)
         assert sock.recv(1) == b""  # the server closed the connection
 
@@ -389,9 +397,15 @@ def test_dns_lookup_answers_exactly_as_fake_lookup(
         for name in sorted(names_to_try(zonedata))
         for rdtype in ("txt", "a", "aaaa", "mx", "ptr")
     ]
-    fake = run(outcomes(FakeLookup(zone), queries, asyncio.Semaphore(1)))
-    real = run(outcomes(make_lookup(dns_server), queries, asyncio.Semaphore(64)))
-    differences = [
-        (q, f, r) for q, f, r in zip(queries, fake, real, strict=True) if f != r
-    ]
+    in_memory = run(outcomes(FakeLookup(zone), queries, asyncio.Semaphore(1)))
+    fake = dict(zip(queries, in_memory, strict=True))
+    # Queries meant to time out are asked with a short timeout, the rest with
+    # a long one: on a busy machine, load cannot make an answer time out.
+    slow = [query for query in queries if fake[query] is DnsTimeout]
+    fast = [query for query in queries if fake[query] is not DnsTimeout]
+    answered = run(outcomes(make_lookup(dns_server), fast, asyncio.Semaphore(16)))
+    expiring = make_lookup(dns_server, timeout=EXPECTED_TIMEOUT)
+    expired = run(outcomes(expiring, slow, asyncio.Semaphore(64)))
+    real = dict(zip([*fast, *slow], [*answered, *expired], strict=True))
+    differences = [(q, fake[q], real[q]) for q in queries if fake[q] != real[q]]
     assert differences == []

@@ -19,7 +19,7 @@ from mta.wait import wait_until
 
 SUFFIX: Final = ".eml"
 ENVELOPE_SUFFIX: Final = ".env"
-DELIVERY_TIMEOUT: Final = 10.0
+DELIVERY_TIMEOUT: Final = 30.0  # an upper bound: a busy machine is slow
 
 
 @dataclass(frozen=True, slots=True)

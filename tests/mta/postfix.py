@@ -40,8 +40,8 @@ __all__ = ["PostfixError", "PostfixInstance", "make_public_dir", "postfix_availa
 
 POSTFIX: Final = "/usr/sbin/postfix"
 POSTQUEUE: Final = "/usr/sbin/postqueue"
-START_TIMEOUT: Final = 10.0
-STOP_TIMEOUT: Final = 5.0
+START_TIMEOUT: Final = 30.0  # an upper bound: a busy machine is slow
+STOP_TIMEOUT: Final = 30.0  # an upper bound: a busy machine is slow
 COMMAND_TIMEOUT: Final = 30.0
 START_ATTEMPTS: Final = 3
 NOT_INSTALLED: Final = f"Postfix is not installed ({POSTFIX}); scripts/test installs it"

@@ -49,8 +49,8 @@ from mta.wait import WaitTimeout, wait_until
 if TYPE_CHECKING:
     from mta.milterprocess import MilterSocket
 
-START_TIMEOUT: Final = 10.0
-STOP_TIMEOUT: Final = 5.0
+START_TIMEOUT: Final = 30.0  # an upper bound: a busy machine is slow
+STOP_TIMEOUT: Final = 30.0  # an upper bound: a busy machine is slow
 START_ATTEMPTS: Final = 3
 UNSHARE: Final = ("unshare", "--uts", "--mount", "--propagation", "private")
 SANDBOX_PATH: Final = "/usr/sbin:/usr/bin:/sbin:/bin"

@@ -35,7 +35,7 @@ from typing import Final
 Text = str | bytes
 Headers = Mapping[Text, Text] | Sequence[tuple[Text, Text]]
 
-SMTP_TIMEOUT: Final = 10.0
+SMTP_TIMEOUT: Final = 30.0  # an upper bound: a busy machine is slow
 CLIENT_NAME: Final = "client.test.example"
 MESSAGE_ID_DOMAIN: Final = "test.example"
 # Postfix: "2.0.0 Ok: queued as 4Xk2Lx0Yz3";

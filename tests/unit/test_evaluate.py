@@ -283,7 +283,7 @@ def test_dns_that_never_answers_is_temperror_within_the_time_limit() -> None:
     zone.add_txt("example.org", b"v=spf1 -all")
     started = time.monotonic()
     checked = _check(zone, limits=Limits(time_limit=0.3))
-    assert time.monotonic() - started < 2.0
+    assert time.monotonic() - started < 5.0  # not the 30 s the DNS would take
     assert checked.result is SpfResult.TEMPERROR
     assert "time limit" in (checked.problem or "")
 
