@@ -9,10 +9,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+import hypothesis
 import pytest
 
 from dnsserver import DnsServer
 from dnszone import Zone
+
+# A test asserts behaviour, not the machine's speed: no per-example deadline,
+# which a busy machine misses on any example (the bounds on work that matter
+# are asserted by the tests of hostile input, as ratios).
+hypothesis.settings.register_profile("spf-milter", deadline=None)
+hypothesis.settings.load_profile("spf-milter")
 
 
 @pytest.fixture
