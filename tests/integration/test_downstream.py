@@ -20,6 +20,7 @@ and, if it needs them, records to ``build_zone``.
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import shutil
@@ -525,3 +526,74 @@ def test_a_later_milters_field_with_our_id_is_kept(readers: dict[str, Read]) -> 
         f"{AUTHSERV_ID}; spf=fail smtp.mailfrom=a@fail.test;"
         " spf=fail smtp.helo=fail.test"
     ]
+
+
+def _stamp(work_dir: Path, name: str, *fields: str) -> MilterProcess:
+    """A stamp milter on ``work_dir/<name>.sock``, journaling to ``<name>.jsonl``."""
+    milter_socket = MilterSocket.unix(work_dir / f"{name}.sock")
+    adds = [arg for field in fields for arg in ("--add", field)]
+    argv = [sys.executable, str(STAMP_MILTER), milter_socket.libmilter]
+    return MilterProcess(
+        [*argv, "--journal", str(work_dir / f"{name}.jsonl"), *adds],
+        milter_socket,
+        output=work_dir / f"{name}.out",
+    )
+
+
+def test_a_milter_sees_an_earlier_milters_fields_as_the_clients(
+    postfix_session: PostfixInstance,
+) -> None:
+    # Why README.md puts spf-milter first: Postfix hides its own Received:
+    # from every milter, shows each the fields the milters before it added,
+    # and puts a field inserted at index 1 (OpenDKIM's and OpenDMARC's
+    # place) right below that Received:, ahead of the client's first field,
+    # and an appended one after the client's last. So a milter cannot tell
+    # an earlier milter's field from one the client wrote in that place.
+    work_dir = make_public_dir("spf-milter-order-")
+    inserted = f"{AUTHSERV_ID}; dkim=pass header.d=inserted.test"
+    appended = f"{AUTHSERV_ID}; dkim=pass header.d=appended.test"
+    forged = f"{AUTHSERV_ID}; dkim=pass header.d=forged.test"
+    earlier = _stamp(
+        work_dir,
+        "earlier",
+        f"1:Authentication-Results:{inserted}",
+        f"append:Authentication-Results:{appended}",
+    )
+    later = _stamp(work_dir, "later")
+    try:
+        with earlier, later:
+            sockets = [earlier.socket.postfix, later.socket.postfix]
+            postfix_session.reset(milter=", ".join(sockets))
+            result = send(
+                postfix_session.port,
+                client_ip=CLIENT_IP,
+                helo="pass.test",
+                mail_from="a@pass.test",
+                rcpt_to=["user@dest.test"],
+                headers=[("Authentication-Results", forged), SUBJECT],
+            )
+            delivery = postfix_session.wait_for_delivery(message_id=result.message_id)
+            seen = [
+                json.loads(line)
+                for line in (work_dir / "later.jsonl").read_text().splitlines()
+            ]
+    finally:
+        postfix_session.reset()
+        shutil.rmtree(work_dir, ignore_errors=True)
+    (journal,) = [entry for entry in seen if entry["queue_id"] == delivery.queue_id]
+    names = [name for name, _ in journal["headers"]]
+    values = [value for _, value in journal["headers"]]
+    assert "Received" not in names
+    # The client's first field was its forgery (Message-ID is smtp.py's).
+    assert values[:3] == [inserted, result.message_id, forged]
+    assert values[-1] == appended  # after Postfix's own Date: and From:
+    delivered = [raw.split(b":", 1)[0] for raw in _fields(delivery)]
+    assert delivered[:3] == [b"Return-Path", b"Received", b"Authentication-Results"]
+    assert _fields(delivery)[2].endswith(inserted.encode())
+    assert _fields(delivery)[-1].endswith(appended.encode())
+
+
+def _fields(delivery: Delivery) -> list[bytes]:
+    """The delivered header's fields, unfolded, in order."""
+    unfolded = delivery.raw_header.replace(b"\n\t", b" ").replace(b"\n ", b" ")
+    return [line for line in unfolded.split(b"\n") if line]
