@@ -1,21 +1,29 @@
 """The filters that read our fields, run for real on delivered messages.
 
-A private Postfix runs three milters in README.md's order: ours, a stand-in
-for OpenDKIM (``mta.stamp_milter``, which writes an Authentication-Results
-field with our authserv-id, as OpenDKIM on the same host does), and the
-real OpenDMARC 1.4.2 (``mta.opendmarc``, in a private mount namespace whose
-resolv.conf names the test DNS server on port 53 of a loopback address).
-Every case of ``CASES`` is sent once through Postfix, claiming a
-documentation address with XCLIENT (SpamAssassin trusts every 127/8
-relay, so a loopback client would be trusted); then one Perl process runs
-SpamAssassin 4.0.1's SPF plugin (``mta.spamassassin``, DNS off) over all
-delivered messages in both ``use_newest_received_spf_header`` modes, with
-and without a trusted relay's Received: above the MTA's. Each test then
-checks one case: the SPF rules SpamAssassin scored, OpenDMARC's ``dmarc=``
-verdict and the SPF result in its history.
+Every case of ``CASES`` goes once through each MTA, and the real readers
+then read what was delivered:
 
-To add a case, add a row to ``CASES`` (or ``CASES_WITHOUT_RECEIVED_SPF``)
-and, if it needs them, records to ``build_zone``.
+* Postfix runs three milters in README.md's order: ours, a stand-in for
+  OpenDKIM (``mta.stamp_milter``, writing an Authentication-Results field
+  with our authserv-id, as OpenDKIM on the same host does) and the real
+  OpenDMARC 1.4.2 (``mta.opendmarc``). Clients are claimed documentation
+  addresses (XCLIENT): SpamAssassin trusts every 127/8 relay.
+* Sendmail runs ours (README.md's one line); each delivered message is then
+  shown to the same OpenDMARC as a next milter would see it
+  (``mta.replay``). Its clients are real loopback sources, and Sendmail
+  itself refuses the hostile HELO names (those cases are skipped there).
+
+OpenDMARC runs in a private mount namespace whose resolv.conf names the
+test DNS server, on port 53 of a loopback address. One Perl process per
+MTA runs SpamAssassin 4.0.1's SPF plugin (``mta.spamassassin``, DNS off)
+over all delivered messages, in both ``use_newest_received_spf_header``
+modes, with and without a trusted relay's Received: above the MTA's. Each
+test checks one case: the SPF rules SpamAssassin scored, OpenDMARC's
+``dmarc=`` verdict and the SPF result in its history, and that ours is
+the only Received-SPF left.
+
+To add a case, add a row to ``CASES`` (or ``CASES_WITHOUT_RECEIVED_SPF``,
+Postfix only) and, if it needs them, records to ``build_zone``.
 """
 
 from __future__ import annotations
@@ -25,7 +33,7 @@ import os
 import random
 import shutil
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, NoReturn
@@ -42,17 +50,26 @@ from mta.milterprocess import MilterProcess, MilterSocket
 from mta.opendmarc import NOT_INSTALLED as NO_OPENDMARC
 from mta.opendmarc import OpenDmarc, opendmarc_available
 from mta.postfix import PostfixInstance
+from mta.replay import Envelope, replay
+from mta.sendmail import SendmailInstance
 from mta.smtp import SendResult, send
 from mta.spamassassin import MODES, Mode, spamassassin_available, spf_rules
 from mta.spamassassin import NOT_INSTALLED as NO_SPAMASSASSIN
 from mta.spamassassin import write_config as write_spamassassin_config
 
-pytestmark = [pytest.mark.integration, pytest.mark.postfix]
+pytestmark = pytest.mark.integration
+
+# The parameter ids select one MTA's runs: -k postfix or -k sendmail.
+MTAS: Final = [pytest.param("postfix", marks=pytest.mark.postfix), "sendmail"]
 
 AUTHSERV_ID: Final = "mx.test.example"
-CLIENT_IP: Final = "192.0.2.10"  # every *.test record below lets it pass or not
+CLIENT_IP: Final = "192.0.2.10"  # Postfix's client, claimed with XCLIENT
+LOOPBACK_CLIENT: Final = "127.0.0.10"  # Sendmail's: a real loopback source
+AR_NAME: Final = "authentication-results"
 CONFIG: Final = f"""\
 authserv_id: {AUTHSERV_ID}
+trusted_networks:
+  - 127.0.0.1/32
 headers:
   receiver: {AUTHSERV_ID}
 """
@@ -109,7 +126,7 @@ def build_zone() -> Zone:
     """
     zone = Zone()
     records = {
-        "pass.test": b"v=spf1 ip4:192.0.2.0/24 -all",
+        "pass.test": b"v=spf1 ip4:192.0.2.0/24 ip4:127.0.0.10 -all",
         "fail.test": b"v=spf1 -all",
         "softfail.test": b"v=spf1 ~all",
         "neutral.test": b"v=spf1 ?all",
@@ -336,6 +353,20 @@ class Read:
     history: dict[str, list[str]]
 
 
+Reads = dict[str, Read | str]  # by case id; a str says why the MTA refused it
+
+
+@dataclass(frozen=True, slots=True)
+class Stack:
+    """The test DNS server, our daemon, OpenDKIM's stand-in and OpenDMARC."""
+
+    work_dir: Path
+    dns: DnsServer
+    daemon: MilterDaemon
+    stamp: MilterProcess
+    dmarc: OpenDmarc
+
+
 def unavailable(reason: str) -> NoReturn:
     """Skip, or under CI fail (as the MTA fixtures do): CI must run these."""
     if os.environ.get("CI"):
@@ -356,32 +387,8 @@ def _port_53_server(zone: Zone) -> DnsServer:
     raise RuntimeError("no free port 53 on 127.53.0.0/16")
 
 
-def _send(postfix: PostfixInstance, case: Case) -> SendResult:
-    headers = [("From", f"a@{case.from_domain}"), *case.headers]
-    if not case.headers:
-        headers.append(SUBJECT)
-    return send(
-        postfix.port,
-        client_ip=CLIENT_IP,
-        helo=case.helo,
-        mail_from=case.mail_from,
-        rcpt_to=["user@dest.test"],
-        headers=headers,
-    )
-
-
-def _dmarc_field(delivery: Delivery) -> str:
-    """Return OpenDMARC's field (the A-R with a dmarc= result), unfolded."""
-    for raw in delivery.raw_fields("Authentication-Results"):
-        text = " ".join(raw.decode("ascii", "replace").split())
-        if " dmarc=" in text:
-            return text
-    return ""
-
-
 @pytest.fixture(scope="module")
-def readers(postfix_session: PostfixInstance) -> Iterator[dict[str, Read]]:
-    """Send every case once; return what each reader made of each (by case id)."""
+def stack() -> Iterator[Stack]:
     for available, reason in (
         (opendmarc_available(), NO_OPENDMARC),
         (spamassassin_available(), NO_SPAMASSASSIN),
@@ -397,20 +404,7 @@ def readers(postfix_session: PostfixInstance) -> Iterator[dict[str, Read]]:
         nameserver=f"{dns.addresses[0]}:53",
         unix_socket=True,
     )
-    stamp_socket = MilterSocket.unix(work_dir / "stamp.sock")
-    stamp = MilterProcess(
-        [
-            sys.executable,
-            str(STAMP_MILTER),
-            stamp_socket.libmilter,
-            "--journal",
-            str(work_dir / "stamp.jsonl"),
-            "--add",
-            f"1:Authentication-Results:{DKIM_STAND_IN}",
-        ],
-        stamp_socket,
-        output=work_dir / "stamp.out",
-    )
+    stamp = _stamp(work_dir, "stamp", f"1:Authentication-Results:{DKIM_STAND_IN}")
     dmarc = OpenDmarc(
         work_dir,
         authserv_id=AUTHSERV_ID,
@@ -419,46 +413,156 @@ def readers(postfix_session: PostfixInstance) -> Iterator[dict[str, Read]]:
     )
     try:
         with daemon, stamp, dmarc:
-            # README.md's order: ours first, OpenDKIM's stand-in, OpenDMARC.
-            chain = [f"unix:{daemon.socket_path}", stamp_socket.postfix]
-            postfix_session.reset(milter=", ".join([*chain, dmarc.socket.postfix]))
-            sent = {case.id: _send(postfix_session, case) for case in CASES}
-            daemon.rewrite_config(CONFIG_WITHOUT_RECEIVED_SPF)
-            assert "reloaded" in daemon.reload()
-            sent |= {
-                case.id: _send(postfix_session, case)
-                for case in CASES_WITHOUT_RECEIVED_SPF
-            }
-            yield _read_all(postfix_session, dmarc, work_dir, sent)
+            yield Stack(work_dir, dns, daemon, stamp, dmarc)
             assert "Traceback" not in daemon.log(), daemon.log()
     finally:
-        postfix_session.reset()
         dns.stop()
         shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def _read_all(
-    postfix: PostfixInstance,
-    dmarc: OpenDmarc,
-    work_dir: Path,
-    sent: dict[str, SendResult],
-) -> dict[str, Read]:
-    deliveries: dict[str, Delivery] = {}
-    for case_id, result in sent.items():
-        assert result.accepted, (case_id, result)
-        deliveries[case_id] = postfix.wait_for_delivery(message_id=result.message_id)
+def _headers(case: Case) -> list[tuple[str, str]]:
+    return [("From", f"a@{case.from_domain}"), *(case.headers or [SUBJECT])]
+
+
+def _dmarc_field(values: Iterable[str]) -> str:
+    """Return OpenDMARC's field (the A-R with a dmarc= result), unfolded."""
+    for value in values:
+        if " dmarc=" in value:
+            return "Authentication-Results: " + " ".join(value.split())
+    return ""
+
+
+def _delivered_results(delivery: Delivery) -> list[str]:
+    return [
+        raw.decode("ascii", "replace").split(":", 1)[1]
+        for raw in delivery.raw_fields("Authentication-Results")
+    ]
+
+
+def _read_spamassassin(
+    work_dir: Path, deliveries: dict[str, Delivery]
+) -> dict[str, dict[Mode, frozenset[str]]]:
     config_dir = work_dir / "spamassassin"
     write_spamassassin_config(config_dir)
     hits = spf_rules([d.path for d in deliveries.values()], config_dir)
     return {
-        case_id: Read(
-            delivery,
-            {mode: hits[delivery.path, mode] for mode in MODES},
-            _dmarc_field(delivery),
-            dmarc.history(delivery.queue_id),
-        )
+        case_id: {mode: hits[delivery.path, mode] for mode in MODES}
         for case_id, delivery in deliveries.items()
     }
+
+
+@pytest.fixture(scope="module")
+def postfix_reads(stack: Stack, postfix_session: PostfixInstance) -> Iterator[Reads]:
+    """Every case through Postfix, with OpenDMARC the third milter."""
+    # README.md's order: ours first, OpenDKIM's stand-in, OpenDMARC.
+    chain = [stack.daemon.socket_path, stack.stamp.socket.path, stack.dmarc.socket.path]
+    postfix_session.reset(milter=", ".join(f"unix:{path}" for path in chain))
+
+    def sent(case: Case) -> SendResult:
+        result = send(
+            postfix_session.port,
+            client_ip=CLIENT_IP,
+            helo=case.helo,
+            mail_from=case.mail_from,
+            rcpt_to=["user@dest.test"],
+            headers=_headers(case),
+        )
+        assert result.accepted, (case, result)
+        return result
+
+    try:
+        results = {case.id: sent(case) for case in CASES}
+        stack.daemon.rewrite_config(CONFIG_WITHOUT_RECEIVED_SPF)
+        assert "reloaded" in stack.daemon.reload()
+        results |= {case.id: sent(case) for case in CASES_WITHOUT_RECEIVED_SPF}
+        stack.daemon.rewrite_config(CONFIG)
+        assert "reloaded" in stack.daemon.reload()
+        deliveries = {
+            case_id: postfix_session.wait_for_delivery(message_id=result.message_id)
+            for case_id, result in results.items()
+        }
+        hits = _read_spamassassin(stack.work_dir / "postfix", deliveries)
+        yield {
+            case_id: Read(
+                delivery,
+                hits[case_id],
+                _dmarc_field(_delivered_results(delivery)),
+                stack.dmarc.history(delivery.queue_id),
+            )
+            for case_id, delivery in deliveries.items()
+        }
+    finally:
+        postfix_session.reset()
+
+
+@pytest.fixture(scope="module")
+def sendmail_reads(stack: Stack, sendmail_session: SendmailInstance) -> Iterator[Reads]:
+    """Every case through Sendmail; OpenDMARC is shown each delivered message.
+
+    Sendmail has no XCLIENT: the client is a loopback address, which
+    SpamAssassin always counts as trusted and internal, so there the
+    sender's own fields are only kept from it by our removing them.
+    """
+    sendmail_session.reconfigure(milter=MilterSocket.unix(stack.daemon.socket_path))
+    refused: dict[str, str] = {}
+    results: dict[str, SendResult] = {}
+    for case in CASES:
+        result = send(
+            sendmail_session.port,
+            source=LOOPBACK_CLIENT,
+            helo=case.helo,
+            mail_from=case.mail_from,
+            rcpt_to=["user@dest.test"],
+            headers=_headers(case),
+        )
+        if result.accepted:
+            results[case.id] = result
+        else:  # Sendmail itself refuses some hostile HELO names and senders
+            refused[case.id] = f"Sendmail refuses it: {result}"
+    try:
+        deliveries = {
+            case_id: sendmail_session.wait_for_delivery(message_id=result.message_id)
+            for case_id, result in results.items()
+        }
+        hits = _read_spamassassin(stack.work_dir / "sendmail", deliveries)
+        reads: Reads = dict(refused)
+        for case in CASES:
+            if case.id in deliveries:
+                reads[case.id] = _replayed(stack, case, deliveries[case.id], hits)
+        yield reads
+    finally:
+        sendmail_session.reset()
+
+
+def _replayed(
+    stack: Stack,
+    case: Case,
+    delivery: Delivery,
+    hits: dict[str, dict[Mode, frozenset[str]]],
+) -> Read:
+    envelope = Envelope(LOOPBACK_CLIENT, case.helo, case.mail_from, "user@dest.test")
+    changes = replay(stack.dmarc.socket, delivery, envelope)
+    added = [change.value for change in changes if change.name.lower() == AR_NAME]
+    return Read(
+        delivery,
+        hits[case.id],
+        _dmarc_field(added),
+        stack.dmarc.history(delivery.queue_id),
+    )
+
+
+@pytest.fixture(params=MTAS)
+def reads(request: pytest.FixtureRequest) -> Reads:
+    """Each MTA's reads in turn."""
+    value: Reads = request.getfixturevalue(f"{request.param}_reads")
+    return value
+
+
+def _read(reads: Reads, case: Case) -> Read:
+    read = reads[case.id]
+    if isinstance(read, str):
+        pytest.skip(read)
+    return read
 
 
 def _header(read: Read) -> str:
@@ -466,29 +570,26 @@ def _header(read: Read) -> str:
 
 
 IDS: Final = [case.id for case in CASES]
+CASES_BY_ID: Final = {case.id: case for case in CASES}
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_spamassassin_scores_the_true_results(
-    readers: dict[str, Read], case: Case
-) -> None:
-    read = readers[case.id]
+def test_spamassassin_scores_the_true_results(reads: Reads, case: Case) -> None:
+    read = _read(reads, case)
     assert read.spamassassin == dict.fromkeys(MODES, case.spamassassin), _header(read)
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_opendmarc_gives_the_true_verdict(readers: dict[str, Read], case: Case) -> None:
-    read = readers[case.id]
+def test_opendmarc_gives_the_true_verdict(reads: Reads, case: Case) -> None:
+    read = _read(reads, case)
     assert f" dmarc={case.dmarc_seen} " in read.dmarc_field, _header(read)
     assert read.dmarc_field.endswith(f" header.from={case.from_domain}")
     assert read.history.get("spf") == [case.spf_seen], read.history
 
 
 @pytest.mark.parametrize("case", CASES, ids=IDS)
-def test_ours_is_the_only_received_spf_delivered(
-    readers: dict[str, Read], case: Case
-) -> None:
-    read = readers[case.id]
+def test_ours_is_the_only_received_spf_delivered(reads: Reads, case: Case) -> None:
+    read = _read(reads, case)
     received = read.delivery.raw_fields("Received-SPF")
     assert len(received) == 1, _header(read)
     value = received[0].decode("ascii").split(":", 1)[1].strip()
@@ -499,13 +600,14 @@ def test_ours_is_the_only_received_spf_delivered(
     )
 
 
+@pytest.mark.postfix
 @pytest.mark.parametrize(
     "case", CASES_WITHOUT_RECEIVED_SPF, ids=[c.id for c in CASES_WITHOUT_RECEIVED_SPF]
 )
 def test_without_our_received_spf_no_sender_field_decides(
-    readers: dict[str, Read], case: Case
+    postfix_reads: Reads, case: Case
 ) -> None:
-    read = readers[case.id]
+    read = _read(postfix_reads, case)
     assert read.delivery.raw_fields("Received-SPF") == [], _header(read)
     assert f" dmarc={case.dmarc_seen} " in read.dmarc_field, _header(read)
     # SpamAssassin reads the HELO result (the A-R's last clause) and no
@@ -514,8 +616,9 @@ def test_without_our_received_spf_no_sender_field_decides(
     assert read.spamassassin == dict.fromkeys(MODES, expected), _header(read)
 
 
-def test_a_later_milters_field_with_our_id_is_kept(readers: dict[str, Read]) -> None:
-    read = readers["forged-everywhere"]
+@pytest.mark.postfix
+def test_a_later_milters_field_with_our_id_is_kept(postfix_reads: Reads) -> None:
+    read = _read(postfix_reads, CASES_BY_ID["forged-everywhere"])
     fields = [
         " ".join(raw.decode().split(":", 1)[1].split())
         for raw in read.delivery.raw_fields("Authentication-Results")
@@ -540,6 +643,7 @@ def _stamp(work_dir: Path, name: str, *fields: str) -> MilterProcess:
     )
 
 
+@pytest.mark.postfix
 def test_a_milter_sees_an_earlier_milters_fields_as_the_clients(
     postfix_session: PostfixInstance,
 ) -> None:
