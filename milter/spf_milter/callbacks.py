@@ -117,7 +117,11 @@ def guarded(callback: F) -> F:
 
 
 class ClientFieldCount:
-    """How many fields of one name a transaction's header held (1-based indices)."""
+    """How many fields of one name a transaction's header held (1-based indices).
+
+    Kept beside the Transaction and tied to it by identity, so that a new
+    MAIL FROM (a new Transaction object) starts the count afresh.
+    """
 
     def __init__(self) -> None:
         self._transaction: Transaction | None = None
@@ -364,9 +368,11 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         for index in reversed(transaction.forged):
             self.chgheader(AUTHENTICATION_RESULTS, index, "")
             conn.log.info("removed a forged %s field", AUTHENTICATION_RESULTS)
-        for index in range(self.client_received_spf.of(transaction), 0, -1):
+        received_spf = self.client_received_spf.of(transaction)
+        for index in range(received_spf, 0, -1):
             self.chgheader(RECEIVED_SPF, index, "")
-            conn.log.info("removed a %s field from the client", RECEIVED_SPF)
+        if received_spf:  # common in forwarded mail: not worth an info line
+            conn.log.debug("removed %d %s fields", received_spf, RECEIVED_SPF)
 
     def _connection(self) -> Connection:
         if self.conn is None:

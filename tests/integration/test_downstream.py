@@ -266,6 +266,7 @@ CASES: Final = [
     Case("helo-equals", "a@pass.test", "a=b", "pass", "none"),
     Case("helo-quotes", "a@fail.test", '"q"(p)\\b;spf=pass', "fail", "none"),
     Case("helo-long", "a@fail.test", "h" * 300 + ";spf=pass", "fail", "none"),
+    Case("helo-8bit", "a@fail.test", "b\u00fccher.test;spf=pass", "fail", "none"),
     # Hostile local parts.
     # OpenDMARC's own parse of an envelope address holding ";" records
     # "neutral" (its verdict is right); "a?b"@ or "a=b"@ do not do that.
