@@ -28,12 +28,9 @@ Postfix only) and, if it needs them, records to ``build_zone``.
 
 from __future__ import annotations
 
-import json
 import os
-import random
 import shutil
-import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, NoReturn
@@ -48,7 +45,12 @@ from mta.common import make_public_dir
 from mta.delivery import Delivery
 from mta.milterprocess import MilterProcess, MilterSocket
 from mta.opendmarc import NOT_INSTALLED as NO_OPENDMARC
-from mta.opendmarc import OpenDmarc, opendmarc_available
+from mta.opendmarc import (
+    OpenDmarc,
+    dmarc_field,
+    opendmarc_available,
+    port_53_server,
+)
 from mta.postfix import PostfixInstance
 from mta.replay import Envelope, replay
 from mta.sendmail import SendmailInstance
@@ -56,6 +58,7 @@ from mta.smtp import SendResult, send
 from mta.spamassassin import MODES, Mode, spamassassin_available, spf_rules
 from mta.spamassassin import NOT_INSTALLED as NO_SPAMASSASSIN
 from mta.spamassassin import write_config as write_spamassassin_config
+from mta.stamp import shown_headers, stamp_milter
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +77,6 @@ headers:
   receiver: {AUTHSERV_ID}
 """
 CONFIG_WITHOUT_RECEIVED_SPF: Final = CONFIG + "  received_spf: false\n"
-STAMP_MILTER: Final = Path(__file__).parents[1] / "mta" / "stamp_milter.py"
 POLICY: Final = "default:\n  mailfrom:\n    fail: accept\n"  # deliver everything
 DKIM_STAND_IN: Final = f"{AUTHSERV_ID}; dkim=none (no signatures, test stand-in)"
 HOSTILE_TEXT: Final = 'x; spf=pass identity=helo smtp.mailfrom=pass.test "q" (p) \\'
@@ -375,19 +377,6 @@ def unavailable(reason: str) -> NoReturn:
     pytest.skip(reason)
 
 
-def _port_53_server(zone: Zone) -> DnsServer:
-    """Serve ``zone`` on port 53 of some 127.53.x.y, the address resolv.conf names."""
-    for _ in range(20):
-        address = f"127.53.{random.randint(0, 255)}.{random.randint(1, 254)}"
-        server = DnsServer(zone, addresses=(address,), port=53)
-        try:
-            server.start()
-        except OSError:
-            continue
-        return server
-    raise RuntimeError("no free port 53 on 127.53.0.0/16")
-
-
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     for available, reason in (
@@ -397,7 +386,7 @@ def stack() -> Iterator[Stack]:
         if not available:
             unavailable(reason)
     work_dir = make_public_dir("spf-milter-downstream-")
-    dns = _port_53_server(build_zone())
+    dns = port_53_server(build_zone())
     daemon = MilterDaemon(
         work_dir,
         config=CONFIG,
@@ -405,7 +394,7 @@ def stack() -> Iterator[Stack]:
         nameserver=f"{dns.addresses[0]}:53",
         unix_socket=True,
     )
-    stamp = _stamp(work_dir, "stamp", f"1:Authentication-Results:{DKIM_STAND_IN}")
+    stamp = stamp_milter(work_dir, "stamp", f"1:Authentication-Results:{DKIM_STAND_IN}")
     dmarc = OpenDmarc(
         work_dir,
         authserv_id=AUTHSERV_ID,
@@ -423,14 +412,6 @@ def stack() -> Iterator[Stack]:
 
 def _headers(case: Case) -> list[tuple[str, str]]:
     return [("From", f"a@{case.from_domain}"), *(case.headers or [SUBJECT])]
-
-
-def _dmarc_field(values: Iterable[str]) -> str:
-    """Return OpenDMARC's field (the A-R with a dmarc= result), unfolded."""
-    for value in values:
-        if " dmarc=" in value:
-            return "Authentication-Results: " + " ".join(value.split())
-    return ""
 
 
 def _delivered_results(delivery: Delivery) -> list[str]:
@@ -487,7 +468,7 @@ def postfix_reads(stack: Stack, postfix_session: PostfixInstance) -> Iterator[Re
             case_id: Read(
                 delivery,
                 hits[case_id],
-                _dmarc_field(_delivered_results(delivery)),
+                dmarc_field(_delivered_results(delivery)),
                 stack.dmarc.history(delivery.queue_id),
             )
             for case_id, delivery in deliveries.items()
@@ -547,7 +528,7 @@ def _replayed(
     return Read(
         delivery,
         hits[case.id],
-        _dmarc_field(added),
+        dmarc_field(added),
         stack.dmarc.history(delivery.queue_id),
     )
 
@@ -632,18 +613,6 @@ def test_a_later_milters_field_with_our_id_is_kept(postfix_reads: Reads) -> None
     ]
 
 
-def _stamp(work_dir: Path, name: str, *fields: str) -> MilterProcess:
-    """A stamp milter on ``work_dir/<name>.sock``, journaling to ``<name>.jsonl``."""
-    milter_socket = MilterSocket.unix(work_dir / f"{name}.sock")
-    adds = [arg for field in fields for arg in ("--add", field)]
-    argv = [sys.executable, str(STAMP_MILTER), milter_socket.libmilter]
-    return MilterProcess(
-        [*argv, "--journal", str(work_dir / f"{name}.jsonl"), *adds],
-        milter_socket,
-        output=work_dir / f"{name}.out",
-    )
-
-
 @pytest.mark.postfix
 def test_a_milter_sees_an_earlier_milters_fields_as_the_clients(
     postfix_session: PostfixInstance,
@@ -658,13 +627,13 @@ def test_a_milter_sees_an_earlier_milters_fields_as_the_clients(
     inserted = f"{AUTHSERV_ID}; dkim=pass header.d=inserted.test"
     appended = f"{AUTHSERV_ID}; dkim=pass header.d=appended.test"
     forged = f"{AUTHSERV_ID}; dkim=pass header.d=forged.test"
-    earlier = _stamp(
+    earlier = stamp_milter(
         work_dir,
         "earlier",
         f"1:Authentication-Results:{inserted}",
         f"append:Authentication-Results:{appended}",
     )
-    later = _stamp(work_dir, "later")
+    later = stamp_milter(work_dir, "later")
     try:
         with earlier, later:
             sockets = [earlier.socket.postfix, later.socket.postfix]
@@ -678,18 +647,14 @@ def test_a_milter_sees_an_earlier_milters_fields_as_the_clients(
                 headers=[("Authentication-Results", forged), SUBJECT],
             )
             delivery = postfix_session.wait_for_delivery(message_id=result.message_id)
-            seen = [
-                json.loads(line)
-                for line in (work_dir / "later.jsonl").read_text().splitlines()
-            ]
+            shown = shown_headers(work_dir, "later", delivery.queue_id)
     finally:
         postfix_session.reset()
         shutil.rmtree(work_dir, ignore_errors=True)
-    (journal,) = [entry for entry in seen if entry["queue_id"] == delivery.queue_id]
-    names = [name for name, _ in journal["headers"]]
-    values = [value for _, value in journal["headers"]]
+    names = [name for name, _ in shown]
+    values = [value for _, value in shown]
     assert "Received" not in names
-    # The client's first field was its forgery (Message-ID is smtp.py's).
+    # The client sent Message-ID (smtp.py puts it first), then its forgery.
     assert values[:3] == [inserted, result.message_id, forged]
     assert values[-1] == appended  # after Postfix's own Date: and From:
     delivered = [raw.split(b":", 1)[0] for raw in _fields(delivery)]

@@ -2,8 +2,10 @@
 
 Usage::
 
+    dns = port_53_server(zone)
     with OpenDmarc(work_dir, authserv_id="mx.test.example",
-                   nameserver="127.53.0.1") as dmarc:
+                   trusted_authserv_ids="mx.test.example",
+                   nameserver=dns.addresses[0]) as dmarc:
         postfix.reload(milter=f"{ours.postfix}, {dmarc.socket.postfix}")
         ...
         dmarc.history(queue_id)   # {"spf": ["0"], "policy": ["15"], ...}
@@ -22,11 +24,15 @@ The settings are README.md's "Downstream filters" ones: our authserv-id in
 
 from __future__ import annotations
 
+import random
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
+from dnsserver import DnsServer
+from dnszone import Zone
 from mta.milterprocess import MilterProcess, MilterSocket
 
 OPENDMARC: Final = "/usr/sbin/opendmarc"
@@ -38,6 +44,32 @@ NOT_INSTALLED: Final = (
 # Run opendmarc with the private resolv.conf in a private mount namespace.
 # exec keeps one PID, so the MilterProcess's PID is opendmarc's own.
 SANDBOX: Final = 'mount --bind "$1" /etc/resolv.conf && shift && exec "$@"'
+
+
+def port_53_server(zone: Zone) -> DnsServer:
+    """Start a DNS server for ``zone`` on port 53 of some 127.53.x.y.
+
+    The C library's resolver asks port 53 only; a random address of
+    127.53.0.0/16 keeps clear of any other server on the machine. Name it
+    in OpenDmarc's ``nameserver``.
+    """
+    for _ in range(20):
+        address = f"127.53.{random.randint(0, 255)}.{random.randint(1, 254)}"
+        server = DnsServer(zone, addresses=(address,), port=53)
+        try:
+            server.start()
+        except OSError:
+            continue
+        return server
+    raise RuntimeError("no free port 53 on 127.53.0.0/16")
+
+
+def dmarc_field(values: Iterable[str]) -> str:
+    """Return, unfolded, the first A-R value with a ``dmarc=`` result ("" if none)."""
+    for value in values:
+        if " dmarc=" in value:
+            return "Authentication-Results: " + " ".join(value.split())
+    return ""
 
 
 def opendmarc_available() -> bool:
