@@ -61,6 +61,10 @@ For permerror and temperror the ``problem`` goes into ``reason=`` (§2.2
 reasonspec) and into Received-SPF's ``problem=``; other results carry
 ``mechanism=`` there instead. Empty texts are left out. The fail explanation
 (RFC 7208 §6.2) goes only into the Received-SPF comment, never into the A-R.
+``smtp.mailfrom`` is the whole address checked (for the null sender
+``postmaster@<HELO>``, RFC 7208 §2.4), as Gmail writes it; RFC 8601 §2.7.2
+allows the domain alone too. The MAIL FROM clause comes first and the HELO
+clause last, which is the one a reader that takes the last ``spf=`` sees.
 """
 
 from __future__ import annotations
