@@ -30,6 +30,7 @@ from spf_milter.headers import is_our_authserv_id
 from spf_milter.logsetup import ConnectionLog
 from spf_milter.outcome import (
     AUTHENTICATION_RESULTS,
+    RECEIVED_SPF,
     Envelope,
     decide_for,
     describe_action,
@@ -115,6 +116,28 @@ def guarded(callback: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+class ClientFieldCount:
+    """How many fields of one name a transaction's header held (1-based indices).
+
+    Kept beside the Transaction and tied to it by identity, so that a new
+    MAIL FROM (a new Transaction object) starts the count afresh.
+    """
+
+    def __init__(self) -> None:
+        self._transaction: Transaction | None = None
+        self._count = 0
+
+    def count(self, transaction: Transaction) -> None:
+        """Count one more field; a new transaction starts again from one."""
+        if transaction is not self._transaction:
+            self._transaction, self._count = transaction, 0
+        self._count += 1
+
+    def of(self, transaction: Transaction) -> int:
+        """Return how many fields ``transaction`` held."""
+        return self._count if transaction is self._transaction else 0
+
+
 def parse_client_address(family: int, hostaddr: Any) -> IPAddress | None:
     """Return the client address libmilter reports, or None for local/unknown.
 
@@ -142,6 +165,8 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         self.connection_id = connection_id
         self.conn: Connection | None = None
         self.pending_error: str | None = None
+        # The client's Received-SPF fields in the current transaction (header()).
+        self.client_received_spf = ClientFieldCount()
 
     def setsymlist(self, stage: int, *names: str) -> None:
         """Ask for the macros ``names`` at ``stage`` (called by negotiate()).
@@ -252,6 +277,9 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
     @guarded
     def header(self, name: str, value: str) -> int:
         transaction = self._transaction()
+        if name.lower() == RECEIVED_SPF.lower():
+            self.client_received_spf.count(transaction)
+            return CONTINUE
         if name.lower() != AUTHENTICATION_RESULTS.lower():
             return CONTINUE
         transaction.auth_results_seen += 1
@@ -275,9 +303,7 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
             )
         if transaction.skip is Skip.TRUSTED:
             return CONTINUE
-        for index in reversed(transaction.forged):
-            self.chgheader(AUTHENTICATION_RESULTS, index, "")
-            conn.log.info("removed a forged %s field", AUTHENTICATION_RESULTS)
+        self._remove_client_fields(conn, transaction)
         if transaction.skip is None and conn.client_ip is not None:
             helo, mailfrom = self._results(conn, transaction)
             envelope = Envelope(conn.client_ip, conn.helo, transaction.mail_from)
@@ -326,6 +352,27 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         return CONTINUE
 
     # -- helpers -----------------------------------------------------------------
+
+    def _remove_client_fields(self, conn: Connection, transaction: Transaction) -> None:
+        """Remove what the client wrote to pass for our results.
+
+        An Authentication-Results field with our authserv-id is a forgery
+        (RFC 8601 §5). Every Received-SPF field goes too: a DMARC verifier
+        such as OpenDMARC takes the first one in the message when it cannot
+        use an A-R result, and ours is not there to be first when
+        ``headers.received_spf`` is off. The milter sees the fields added
+        by milters listed before it as if the client had sent them, which
+        is why it must come first (README, "Wiring it into the MTA").
+        Deleting the last field first keeps the earlier indices valid.
+        """
+        for index in reversed(transaction.forged):
+            self.chgheader(AUTHENTICATION_RESULTS, index, "")
+            conn.log.info("removed a forged %s field", AUTHENTICATION_RESULTS)
+        received_spf = self.client_received_spf.of(transaction)
+        for index in range(received_spf, 0, -1):
+            self.chgheader(RECEIVED_SPF, index, "")
+        if received_spf:  # common in forwarded mail: not worth an info line
+            conn.log.debug("removed %d %s fields", received_spf, RECEIVED_SPF)
 
     def _connection(self) -> Connection:
         if self.conn is None:

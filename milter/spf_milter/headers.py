@@ -30,6 +30,20 @@ Decisions, in the order a value goes through them:
   Received-SPF comment is human text: ``(`` and ``)`` become ``[`` and ``]``
   and ``\\`` becomes ``?``, so even a parser that ignores quoted-pairs sees one
   balanced comment.
+* **What naive readers split on.** Quoting is correct, but the readers that
+  matter do not honour it: SpamAssassin 4.0's SPF plugin takes the last
+  ``; spf=`` of an A-R field and reads ``smtp.<identity>`` as the longest
+  run of non-blanks before an ``=``; it takes the last ``identity=`` of a
+  Received-SPF field. So text from the client (HELO, MAIL FROM) or from the
+  DNS (the problem quoting a record) obeys three more rules, after the
+  character set: (1) in an A-R value ``;`` becomes ``?``, so the only ``;``
+  of the field are ours; (2) in ``smtp.helo`` and ``reason`` values ``=``
+  becomes ``?`` too (no host name holds one), so the only ``=`` a reader can
+  pair with ``smtp.`` is ours; ``smtp.mailfrom`` keeps its ``=``, common in
+  SRS and BATV local parts (a reader that stumbles on it skips the clause,
+  it cannot misread it); (3) in Received-SPF ``identity=`` is the last pair,
+  so no client or DNS text follows it. Received-SPF keeps every character
+  the character-set rule keeps: the full sender, HELO and problem are there.
 * **Folding.** Atoms are joined by a space, or by ``"\\n\\t"`` when the line
   would pass ``FOLD_WIDTH`` (78, RFC 5322 §2.1.1 SHOULD), counting the field
   name. Folds fall only between atoms: between the result, the comment's
@@ -47,6 +61,10 @@ For permerror and temperror the ``problem`` goes into ``reason=`` (§2.2
 reasonspec) and into Received-SPF's ``problem=``; other results carry
 ``mechanism=`` there instead. Empty texts are left out. The fail explanation
 (RFC 7208 §6.2) goes only into the Received-SPF comment, never into the A-R.
+``smtp.mailfrom`` is the whole address checked (for the null sender
+``postmaster@<HELO>``, RFC 7208 §2.4), as Gmail writes it; RFC 8601 §2.7.2
+allows the domain alone too. The MAIL FROM clause comes first and the HELO
+clause last, which is the one a reader that takes the last ``spf=`` sees.
 """
 
 from __future__ import annotations
@@ -228,12 +246,15 @@ def _received_spf_pairs(
     envelope_from: str,
     helo: str,
 ) -> list[tuple[str, str]]:
-    """List the RFC 7208 §9.1 keys after ``receiver``, in their usual order."""
+    """List the RFC 7208 §9.1 keys after ``receiver``; ``identity`` comes last.
+
+    Readers take the last ``identity=`` of the field (module docstring), so
+    nothing from the client or the DNS may follow it.
+    """
     pairs = [
         ("client-ip", str(client_ip)),
         ("envelope-from", envelope_from),
         ("helo", helo),
-        ("identity", str(identity)),
     ]
     # An empty problem or mechanism says nothing; leave the key out.
     if result.result in _ERROR_RESULTS:
@@ -241,6 +262,7 @@ def _received_spf_pairs(
             pairs.append(("problem", result.problem))
     elif result.mechanism:
         pairs.append(("mechanism", result.mechanism))
+    pairs.append(("identity", str(identity)))
     return pairs
 
 
@@ -248,9 +270,17 @@ def _spf_resinfo(result: CheckResult, prop: str, value: str) -> list[str]:
     """Render one ``spf=`` resinfo with its reason and one smtp property."""
     atoms = [f"spf={result.result}"]
     if result.result in _ERROR_RESULTS and result.problem:
-        atoms.append(f"reason={_token_or_quoted(_clean(result.problem))}")
-    atoms.append(f"smtp.{prop}={_pvalue(_clean(value))}")
+        reason = _auth_results_text(result.problem, keep_equals=False)
+        atoms.append(f"reason={_token_or_quoted(reason)}")
+    text = _auth_results_text(value, keep_equals=prop == "mailfrom")
+    atoms.append(f"smtp.{prop}={_pvalue(text)}")
     return atoms
+
+
+def _auth_results_text(text: str, *, keep_equals: bool) -> str:
+    """Clean untrusted A-R text: no ``;``, nor ``=`` unless kept (module docstring)."""
+    text = _clean(text).replace(";", "?")
+    return text if keep_equals else text.replace("=", "?")
 
 
 def _clean(text: str) -> str:

@@ -85,6 +85,12 @@ def _expected_clean(text: str) -> str:
     return re.sub(r"[^\x20-\x7e]", "?", text, flags=re.ASCII)
 
 
+def _expected_ar_text(text: str, *, keep_equals: bool) -> str:
+    """An A-R value holds no ``;``, and no ``=`` but in smtp.mailfrom."""
+    text = _expected_clean(text).replace(";", "?")
+    return text if keep_equals else text.replace("=", "?")
+
+
 def _assert_one_safe_field(name: str, value: str) -> None:
     """Check the value is one header field: folds only, ASCII, short lines."""
     assert "\r" not in value
@@ -104,7 +110,7 @@ RECEIVED_SPF_CASES = [
         "pass (mybox.example.org: domain of myname@example.com designates\n"
         "\t192.0.2.1 as permitted sender) receiver=mybox.example.org;\n"
         '\tclient-ip=192.0.2.1; envelope-from="myname@example.com";\n'
-        "\thelo=foo.example.com; identity=mailfrom; mechanism=mx",
+        "\thelo=foo.example.com; mechanism=mx; identity=mailfrom",
         id="pass",
     ),
     pytest.param(
@@ -120,7 +126,7 @@ RECEIVED_SPF_CASES = [
         "\tdesignate 192.0.2.1 as permitted sender, explanation: See\n"
         "\thttps://example.com/spf.html) receiver=mybox.example.org;\n"
         '\tclient-ip=192.0.2.1; envelope-from="myname@example.com";\n'
-        "\thelo=foo.example.com; identity=mailfrom; mechanism=-all",
+        "\thelo=foo.example.com; mechanism=-all; identity=mailfrom",
         id="fail-with-explanation",
     ),
     pytest.param(
@@ -129,8 +135,8 @@ RECEIVED_SPF_CASES = [
         "\tmyname@example.com does not designate 192.0.2.1 as permitted sender)\n"
         "\treceiver=mybox.example.org; client-ip=192.0.2.1;\n"
         '\tenvelope-from="myname@example.com"; helo=foo.example.com;'
-        " identity=mailfrom;\n"
-        "\tmechanism=~all",
+        " mechanism=~all;\n"
+        "\tidentity=mailfrom",
         id="softfail",
     ),
     pytest.param(
@@ -138,7 +144,7 @@ RECEIVED_SPF_CASES = [
         "neutral (mybox.example.org: 192.0.2.1 is neither permitted nor\n"
         "\tdenied by domain of myname@example.com) receiver=mybox.example.org;\n"
         '\tclient-ip=192.0.2.1; envelope-from="myname@example.com";\n'
-        "\thelo=foo.example.com; identity=mailfrom; mechanism=?all",
+        "\thelo=foo.example.com; mechanism=?all; identity=mailfrom",
         id="neutral",
     ),
     pytest.param(
@@ -158,7 +164,8 @@ RECEIVED_SPF_CASES = [
         "permerror (mybox.example.org: permanent error in SPF record of\n"
         "\tdomain of myname@example.com) receiver=mybox.example.org;\n"
         '\tclient-ip=192.0.2.1; envelope-from="myname@example.com";\n'
-        '\thelo=foo.example.com; identity=mailfrom; problem="more than 10 DNS lookups"',
+        '\thelo=foo.example.com; problem="more than 10 DNS lookups";'
+        " identity=mailfrom",
         id="permerror-with-problem",
     ),
     pytest.param(
@@ -166,7 +173,7 @@ RECEIVED_SPF_CASES = [
         "temperror (mybox.example.org: temporary error while checking\n"
         "\tdomain of myname@example.com) receiver=mybox.example.org;\n"
         '\tclient-ip=192.0.2.1; envelope-from="myname@example.com";\n'
-        "\thelo=foo.example.com; identity=mailfrom; problem=timeout",
+        "\thelo=foo.example.com; problem=timeout; identity=mailfrom",
         id="temperror",
     ),
     pytest.param(
@@ -176,8 +183,8 @@ RECEIVED_SPF_CASES = [
         },
         "pass (mybox.example.org: domain of postmaster@foo.example.com\n"
         "\tdesignates 192.0.2.1 as permitted sender) receiver=mybox.example.org;\n"
-        '\tclient-ip=192.0.2.1; envelope-from=""; helo=foo.example.com;\n'
-        "\tidentity=mailfrom; mechanism=a",
+        '\tclient-ip=192.0.2.1; envelope-from=""; helo=foo.example.com;'
+        " mechanism=a;\n\tidentity=mailfrom",
         id="null-sender-speaks-of-postmaster-at-helo",
     ),
     pytest.param(
@@ -188,7 +195,7 @@ RECEIVED_SPF_CASES = [
         "pass (mybox.example.org: domain of foo.example.com designates\n"
         "\t192.0.2.1 as permitted sender) receiver=mybox.example.org;\n"
         '\tclient-ip=192.0.2.1; envelope-from="myname@example.com";\n'
-        "\thelo=foo.example.com; identity=helo; mechanism=a",
+        "\thelo=foo.example.com; mechanism=a; identity=helo",
         id="helo-identity",
     ),
     pytest.param(
@@ -201,7 +208,7 @@ RECEIVED_SPF_CASES = [
         "pass (mybox.example.org: domain of myname@example.com designates\n"
         "\t2001:db8::25 as permitted sender) receiver=mybox.example.org;\n"
         '\tclient-ip="2001:db8::25"; envelope-from="myname@example.com";\n'
-        '\thelo=foo.example.com; identity=mailfrom; mechanism="ip6:2001:db8::/32"',
+        '\thelo=foo.example.com; mechanism="ip6:2001:db8::/32"; identity=mailfrom',
         id="ipv6-client-ip-is-quoted",
     ),
     pytest.param(
@@ -211,7 +218,7 @@ RECEIVED_SPF_CASES = [
         },
         "pass (domain of myname@example.com designates 192.0.2.1 as\n"
         '\tpermitted sender) client-ip=192.0.2.1; envelope-from="myname@example.com";\n'
-        "\thelo=foo.example.com; identity=mailfrom; mechanism=mx",
+        "\thelo=foo.example.com; mechanism=mx; identity=mailfrom",
         id="receiver-hidden",
     ),
 ]
@@ -247,8 +254,8 @@ def test_received_spf_keys_parse_back_in_order() -> None:
         "client-ip": "192.0.2.1",
         "envelope-from": SENDER,
         "helo": HELO,
-        "identity": "mailfrom",
         "problem": "bad; (x)",
+        "identity": "mailfrom",
     }
 
 
@@ -612,13 +619,13 @@ def _expected_received_spf_pairs(
         "client-ip": str(client_ip),
         "envelope-from": _expected_clean(envelope_from),
         "helo": _expected_clean(helo),
-        "identity": str(identity),
     }
     if result.result in (SpfResult.PERMERROR, SpfResult.TEMPERROR):
         if result.problem:
             pairs["problem"] = _expected_clean(result.problem)
     elif result.mechanism:
         pairs["mechanism"] = _expected_clean(result.mechanism)
+    pairs["identity"] = str(identity)
     return pairs
 
 
@@ -689,11 +696,11 @@ def test_authentication_results_has_one_spf_clause_per_checked_identity(
         (
             "spf",
             str(checked.result),
-            _expected_clean(checked.problem)
+            _expected_ar_text(checked.problem, keep_equals=False)
             if checked.result in (SpfResult.PERMERROR, SpfResult.TEMPERROR)
             and checked.problem
             else None,
-            [(f"smtp.{prop}", _expected_clean(text))],
+            [(f"smtp.{prop}", _expected_ar_text(text, keep_equals=prop == "mailfrom"))],
         )
         for checked, prop, text in (
             (mailfrom, "mailfrom", mailfrom_address),
@@ -730,3 +737,113 @@ def test_any_valid_authserv_id_is_recognised_in_our_own_field(authserv_id: str) 
 def test_extract_authserv_id_never_raises(field_value: str) -> None:
     found = extract_authserv_id(field_value)
     assert found is None or found
+
+
+# --- What naive readers take from our fields (module docstring) --------------
+# SpamAssassin 4.0.1's SPF plugin (Mail::SpamAssassin::Plugin::SPF) reads
+# the unfolded fields with these expressions; tests/integration/
+# test_downstream.py runs the real thing.
+
+_SA_AUTH_RESULTS = re.compile(r"^Authentication-Results:.*;\s*SPF\s*=\s*([^;]*)", re.I)
+_SA_AR_CLAUSE = re.compile(
+    r"^(pass|neutral|(?:hard|soft)?fail|(?:temp|perm)error|none)"
+    r"(?:[^;]*?\bsmtp\.(\S+)\s*=[^;]+)?",
+    re.I,
+)
+_SA_RECEIVED_SPF = re.compile(
+    r"^received-spf:\s*(pass|neutral|(?:soft)?fail|(?:temp|perm)error|none)\b"
+    r"(?:.*\bidentity=(\S+?);?\b)?",
+    re.I,
+)
+
+
+def _naive_auth_results(value: str) -> tuple[str, str | None]:
+    """Return (result, identity) as SpamAssassin reads an A-R field."""
+    found = _SA_AUTH_RESULTS.match("Authentication-Results: " + unfold(value))
+    assert found is not None
+    clause = _SA_AR_CLAUSE.match(found[1])
+    assert clause is not None
+    return clause[1], clause[2]
+
+
+@settings(max_examples=300)
+@given(result=_RESULTS, helo_name=_HOSTILE, mailfrom_address=_HOSTILE)
+def test_a_naive_reader_takes_the_last_clause_as_ours(
+    result: CheckResult, helo_name: str, mailfrom_address: str
+) -> None:
+    value = render_authentication_results(
+        authserv_id=RECEIVER,
+        mailfrom=PASS_MX,
+        mailfrom_address=mailfrom_address,
+        helo=result,
+        helo_name=helo_name,
+    )
+    assert _naive_auth_results(value) == (str(result.result), "helo")
+
+
+@pytest.mark.parametrize(
+    ("helo_name", "problem"),
+    [
+        ("x;spf=pass", ""),
+        ("x; spf=pass smtp.mailfrom=a@b", ""),
+        ("a=b", ""),
+        ("h.example", "unknown mechanism 'foo;spf=pass'"),
+        ("h.example", "bad term smtp.mailfrom=x"),
+    ],
+    ids=["helo-semicolon", "helo-clause", "helo-equals", "record-semicolon", "smtp"],
+)
+def test_hostile_helo_or_record_text_cannot_change_what_a_naive_reader_sees(
+    helo_name: str, problem: str
+) -> None:
+    helo = CheckResult(SpfResult.PERMERROR, "h.example", problem=problem or "bad")
+    value = render_authentication_results(
+        authserv_id=RECEIVER,
+        mailfrom=CheckResult(SpfResult.FAIL, "example.com", mechanism="-all"),
+        mailfrom_address=SENDER,
+        helo=helo,
+        helo_name=helo_name,
+    )
+    assert _naive_auth_results(value) == ("permerror", "helo")
+
+
+@settings(max_examples=300)
+@given(
+    result=_RESULTS,
+    identity=st.sampled_from(Identity),
+    envelope_from=_HOSTILE,
+    helo=_HOSTILE,
+    fold=st.booleans(),
+)
+def test_a_naive_reader_takes_our_identity_from_received_spf(
+    result: CheckResult, identity: Identity, envelope_from: str, helo: str, fold: bool
+) -> None:
+    value = render_received_spf(
+        result=result,
+        identity=identity,
+        client_ip=IP4,
+        envelope_from=envelope_from,
+        helo=helo,
+        receiver=RECEIVER,
+        fold=fold,
+    )
+    found = _SA_RECEIVED_SPF.match("Received-SPF: " + unfold(value))
+    assert found is not None
+    assert (found[1], found[2]) == (str(result.result), str(identity))
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"result": CheckResult(SpfResult.PERMERROR, "x", problem="a:identity=helo")},
+        {"result": CheckResult(SpfResult.PASS, "x", mechanism="a:identity=helo")},
+        {"result": PASS_MX, "helo": "identity=helo"},
+    ],
+    ids=["problem", "mechanism", "helo"],
+)
+def test_record_or_helo_text_cannot_name_the_identity_of_received_spf(
+    overrides: dict[str, Any],
+) -> None:
+    value = _received_spf(**overrides, fold=False)
+    found = _SA_RECEIVED_SPF.match("Received-SPF: " + value)
+    assert found is not None
+    assert found[2] == "mailfrom"
