@@ -143,6 +143,11 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         self.conn: Connection | None = None
         self.pending_error: str | None = None
 
+    @property
+    def in_transaction(self) -> bool:
+        """Tell whether a message is between MAIL FROM and its end (a stop waits)."""
+        return self.conn is not None and self.conn.transaction is not None
+
     def setsymlist(self, stage: int, *names: str) -> None:
         """Ask for the macros ``names`` at ``stage`` (called by negotiate()).
 
@@ -561,28 +566,40 @@ def serve(
     socket's mode and group and drops its privileges.
     """
     counter = itertools.count(1)
-    Milter.factory = lambda: SpfMilter(service, next(counter))
+    traffic = service.traffic
+    Milter.factory = lambda: traffic.opened(SpfMilter(service, next(counter)))
     milter.set_flags(ACTIONS)
     # Our callbacks catch their own exceptions (guarded); what is left is
     # pymilter failing before calling us, e.g. decoding an 8-bit HELO name
     # strictly as UTF-8. Go on without that step rather than tempfail the
     # client for ever: its MAIL FROM is still checked.
     milter.set_exception_policy(CONTINUE)
-    milter.set_connect_callback(Milter.connect_callback)
-    milter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
-    milter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
-    milter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
-    milter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
-    milter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
-    milter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
-    milter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
-    milter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
-    milter.set_close_callback(Milter.close_callback)
+
+    def counted(callback: Callable[..., int]) -> Callable[..., int]:
+        # Each call counted in progress: a stop waits for it (Traffic).
+        return lambda *args: traffic.call(callback, *args)
+
+    milter.set_connect_callback(counted(Milter.connect_callback))
+    milter.set_helo_callback(counted(lambda ctx, host: ctx.getpriv().hello(host)))
+    milter.set_envfrom_callback(
+        counted(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
+    )
+    milter.set_envrcpt_callback(
+        counted(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
+    )
+    milter.set_header_callback(
+        counted(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
+    )
+    milter.set_eoh_callback(counted(lambda ctx: ctx.getpriv().eoh()))
+    milter.set_body_callback(counted(lambda ctx, chunk: ctx.getpriv().body(chunk)))
+    milter.set_eom_callback(counted(lambda ctx: ctx.getpriv().eom()))
+    milter.set_abort_callback(counted(lambda ctx: ctx.getpriv().abort()))
+    milter.set_close_callback(counted(Milter.close_callback))
     milter.setconn(socket_spec)
     milter.register(
         MILTER_NAME,
-        data=lambda ctx: ctx.getpriv().data(),
-        unknown=lambda ctx, cmd: ctx.getpriv().unknown(cmd),
+        data=counted(lambda ctx: ctx.getpriv().data()),
+        unknown=counted(lambda ctx, cmd: ctx.getpriv().unknown(cmd)),
         negotiate=Milter.negotiate_callback,
     )
     milter.opensocket(True)  # True: remove a stale unix socket first
@@ -591,5 +608,10 @@ def serve(
 
 
 def stop() -> None:
-    """Ask libmilter to stop accepting connections and return from serve()."""
+    """Ask libmilter to stop accepting connections and return from serve().
+
+    Blocks until libmilter's listener lets go of its socket: up to its next
+    poll (5 s) unless a connection wakes it (daemon.stop_listener does).
+    Sessions already open go on; Service.traffic tells when they are done.
+    """
     milter.stop()

@@ -9,7 +9,9 @@ policy (an invalid file keeps the old ones), SIGTERM and SIGINT stop.
 
 from __future__ import annotations
 
+import contextlib
 import grp
+import ipaddress
 import logging
 import os
 import pwd
@@ -41,7 +43,11 @@ log = logging.getLogger(__name__)
 EX_OK: Final = 0
 EX_SOFTWARE: Final = 70
 EX_CONFIG: Final = 78  # sysexits.h: configuration error
-JOIN_INTERVAL: Final = 0.5  # seconds; the main thread wakes up for signals
+JOIN_INTERVAL: Final = 0.1  # seconds; the main thread wakes up for signals
+# libmilter's listener looks for a stop request between polls of up to 5 s
+# (MI_CHK_TIME); a connection of our own ends the poll at once.
+WAKE_INTERVAL: Final = 0.1  # seconds between two wake-up connections
+WAKE_TRIES: Final = 60  # beyond libmilter's 5 s poll: it stops by itself
 
 
 class StartupError(Exception):
@@ -97,34 +103,98 @@ def _serve(service: Service, daemon: DaemonConfig, privileges: Privileges) -> in
             failure.append(error)
 
     thread = threading.Thread(target=serve, name="libmilter")
-    _install_signal_handlers(service)
+    stop = _install_signal_handlers(service)
     log.info(
         "spf-milter %s listening on %s", __version__, daemon.socket.connection_string()
     )
     thread.start()
-    while thread.is_alive():
+    while thread.is_alive() and not stop.is_set():
         thread.join(JOIN_INTERVAL)
+    if stop.is_set():
+        stop_listener(daemon.socket)
+    thread.join()
     if failure:
         log.error(
             "cannot serve on %s: %s", daemon.socket.connection_string(), failure[0]
         )
         return EX_SOFTWARE
+    _finish_transactions(service)
     log.info("stopped")
     return EX_OK
 
 
-def _install_signal_handlers(service: Service) -> None:
+def _install_signal_handlers(service: Service) -> threading.Event:
+    """Handle SIGHUP, SIGTERM, SIGINT; return the event a stop request sets."""
+    stop = threading.Event()
+
     def reload(signum: int, frame: FrameType | None) -> None:
         log.info("SIGHUP: reloading the configuration")
         service.reload()
 
-    def stop(signum: int, frame: FrameType | None) -> None:
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        # The main thread does the stopping: a handler must return quickly.
         log.info("%s: stopping", signal.Signals(signum).name)
-        callbacks.stop()
+        stop.set()
 
     signal.signal(signal.SIGHUP, reload)
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    return stop
+
+
+def stop_listener(listen: Socket) -> None:
+    """Close libmilter's listening socket now, not at its next 5 s poll.
+
+    smfi_stop() marks the milter as stopping, then waits for the listener,
+    which looks at that mark only between polls of up to 5 s. So it runs in
+    a thread of its own while this one connects to the socket: the poll
+    ends, libmilter accepts the connection (and sees it closed, calling no
+    callback of ours), sees the mark and closes the socket.
+    """
+    stopper = threading.Thread(target=callbacks.stop, name="stop", daemon=True)
+    stopper.start()
+    for _ in range(WAKE_TRIES):
+        _wake(listen)
+        stopper.join(WAKE_INTERVAL)
+        if not stopper.is_alive():
+            return
+
+
+def _wake(listen: Socket) -> None:
+    """Connect to the milter's own socket and hang up; ignore any failure."""
+    if isinstance(listen, UnixSocket):
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        address: str | tuple[str, int] = str(listen.path)
+    else:
+        host = listen.host
+        if host.is_unspecified:  # listening on every address: loopback is one
+            host = ipaddress.ip_address("::1" if host.version == 6 else "127.0.0.1")
+        family = socket.AF_INET6 if host.version == 6 else socket.AF_INET
+        probe = socket.socket(family, socket.SOCK_STREAM)
+        address = (str(host), listen.port)
+    with probe:
+        probe.settimeout(WAKE_INTERVAL)
+        with contextlib.suppress(OSError):
+            probe.connect(address)
+
+
+def _finish_transactions(service: Service) -> None:
+    """Let the MTA's messages in progress finish, within the check wait limit."""
+    traffic = service.traffic
+    limit = service.settings.wait_limit
+    if traffic.wait_idle(0):
+        return
+    log.info(
+        "waiting for %d transaction(s) in progress, at most %g s",
+        traffic.transactions(),
+        limit,
+    )
+    if not traffic.wait_idle(limit):
+        log.warning(
+            "%d transaction(s) still in progress after %g s: stopping anyway",
+            traffic.transactions(),
+            limit,
+        )
 
 
 @dataclass(frozen=True, slots=True)
