@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import grp
-import ipaddress
 import logging
 import os
 import pwd
@@ -45,8 +44,10 @@ EX_SOFTWARE: Final = 70
 EX_CONFIG: Final = 78  # sysexits.h: configuration error
 JOIN_INTERVAL: Final = 0.1  # seconds; the main thread wakes up for signals
 # libmilter's listener looks for a stop request between polls of up to 5 s
-# (MI_CHK_TIME); a connection of our own ends the poll at once.
-WAKE_INTERVAL: Final = 0.1  # seconds between two wake-up connections
+# (MI_CHK_TIME); a signal to its thread ends the poll at once. libmilter
+# blocks SIGHUP, SIGTERM and SIGINT in its threads, not this one.
+WAKE_SIGNAL: Final = signal.SIGUSR2
+WAKE_INTERVAL: Final = 0.1  # seconds between two wake-up signals
 WAKE_TRIES: Final = 60  # beyond libmilter's 5 s poll: it stops by itself
 
 
@@ -111,7 +112,7 @@ def _serve(service: Service, daemon: DaemonConfig, privileges: Privileges) -> in
     while thread.is_alive() and not stop.is_set():
         thread.join(JOIN_INTERVAL)
     if stop.is_set():
-        stop_listener(daemon.socket)
+        stop_listener(thread)
     thread.join()
     if failure:
         log.error(
@@ -139,43 +140,30 @@ def _install_signal_handlers(service: Service) -> threading.Event:
     signal.signal(signal.SIGHUP, reload)
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
+    # Only interrupts a system call (stop_listener); by default it would kill.
+    signal.signal(WAKE_SIGNAL, lambda signum, frame: None)
     return stop
 
 
-def stop_listener(listen: Socket) -> None:
+def stop_listener(listener: threading.Thread) -> None:
     """Close libmilter's listening socket now, not at its next 5 s poll.
 
     smfi_stop() marks the milter as stopping, then waits for the listener,
     which looks at that mark only between polls of up to 5 s. So it runs in
-    a thread of its own while this one connects to the socket: the poll
-    ends, libmilter accepts the connection (and sees it closed, calling no
-    callback of ours), sees the mark and closes the socket.
+    a thread of its own while this one interrupts the poll of ``listener``
+    (the thread in smfi_main) with WAKE_SIGNAL: libmilter takes EINTR as a
+    cue to look at the mark again, sees it and closes the socket.
     """
     stopper = threading.Thread(target=callbacks.stop, name="stop", daemon=True)
     stopper.start()
     for _ in range(WAKE_TRIES):
-        _wake(listen)
+        if listener.ident is None or not listener.is_alive():
+            return
+        with contextlib.suppress(ProcessLookupError):  # it just ended
+            signal.pthread_kill(listener.ident, WAKE_SIGNAL)
         stopper.join(WAKE_INTERVAL)
         if not stopper.is_alive():
             return
-
-
-def _wake(listen: Socket) -> None:
-    """Connect to the milter's own socket and hang up; ignore any failure."""
-    if isinstance(listen, UnixSocket):
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        address: str | tuple[str, int] = str(listen.path)
-    else:
-        host = listen.host
-        if host.is_unspecified:  # listening on every address: loopback is one
-            host = ipaddress.ip_address("::1" if host.version == 6 else "127.0.0.1")
-        family = socket.AF_INET6 if host.version == 6 else socket.AF_INET
-        probe = socket.socket(family, socket.SOCK_STREAM)
-        address = (str(host), listen.port)
-    with probe:
-        probe.settimeout(WAKE_INTERVAL)
-        with contextlib.suppress(OSError):
-            probe.connect(address)
 
 
 def _finish_transactions(service: Service) -> None:
