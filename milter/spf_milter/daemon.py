@@ -16,6 +16,7 @@ import os
 import pwd
 import signal
 import socket
+import stat
 import sys
 import threading
 from dataclasses import dataclass
@@ -288,6 +289,33 @@ def set_nodelay(listen: InetSocket) -> None:
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def set_socket_owner_and_mode(listen: UnixSocket, owner: int, group: int) -> None:
+    """Give the socket file its owner, group (-1: unchanged) and mode, safely.
+
+    Whoever can write the socket's directory could swap a symlink in at its
+    path between bind() and now, and chown()/chmod() by path would change
+    the symlink's target, as root. So the path is opened without following
+    a symlink (O_PATH | O_NOFOLLOW), must still be a socket, and is changed
+    through that descriptor (/proc/self/fd/N names the very inode).
+    """
+    try:
+        fd = os.open(listen.path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as error:
+        raise StartupError(f"cannot open {listen.path}: {error.strerror}") from None
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            raise StartupError(
+                f"{listen.path} is no longer the socket just bound: something"
+                " replaced it (can others write its directory?)"
+            )
+        pinned = f"/proc/self/fd/{fd}"
+        if owner != -1 or group != -1:
+            os.chown(pinned, owner, group)
+        Path(pinned).chmod(listen.mode)
+    finally:
+        os.close(fd)
+
+
 def _after_open(daemon: DaemonConfig, privileges: Privileges) -> None:
     """Tune or give permissions to the new socket, then drop privileges."""
     listen = daemon.socket
@@ -296,9 +324,7 @@ def _after_open(daemon: DaemonConfig, privileges: Privileges) -> None:
     if isinstance(listen, UnixSocket):
         owner = privileges.uid if privileges.uid is not None else -1
         group = privileges.socket_gid if privileges.socket_gid is not None else -1
-        if owner != -1 or group != -1:
-            os.chown(listen.path, owner, group)
-        listen.path.chmod(listen.mode)
+        set_socket_owner_and_mode(listen, owner, group)
     if privileges.uid is None or privileges.user is None:
         return  # not root (resolve_privileges refuses root without a user)
     if os.geteuid() != 0:
