@@ -670,7 +670,7 @@ def stop() -> None:
     """Ask libmilter to stop accepting connections and return from serve().
 
     Blocks until libmilter's listener lets go of its socket: up to its next
-    poll (5 s) unless a connection wakes it (daemon.stop_listener does).
+    poll (5 s) unless a signal interrupts it (daemon.stop_listener does).
     Sessions already open go on; Service.traffic tells when they are done.
     """
     milter.stop()
