@@ -657,9 +657,9 @@ def _route_untrapped(
 
     def hook(kind: type[BaseException], error: BaseException, trace: Any) -> None:
         stage = getattr(last, "stage", None)
-        milter = last.context.getpriv() if stage in BEFORE_HELO else None
-        if isinstance(error, UnicodeDecodeError) and isinstance(milter, SpfMilter):
-            milter.hello_undecodable(error.object)
+        session = last.context.getpriv() if stage in BEFORE_HELO else None
+        if isinstance(error, UnicodeDecodeError) and isinstance(session, SpfMilter):
+            session.hello_undecodable(error.object)
             return
         previous(kind, error, trace)
 
