@@ -17,6 +17,8 @@ import ipaddress
 import itertools
 import logging
 import socket
+import sys
+import threading
 from collections.abc import Callable, Coroutine
 from typing import Any, Final, TypeVar, cast
 
@@ -168,6 +170,11 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         # The client's Received-SPF fields in the current transaction (header()).
         self.client_received_spf = ClientFieldCount()
 
+    @property
+    def in_transaction(self) -> bool:
+        """Tell whether a message is between MAIL FROM and its end (a stop waits)."""
+        return self.conn is not None and self.conn.transaction is not None
+
     def setsymlist(self, stage: int, *names: str) -> None:
         """Ask for the macros ``names`` at ``stage`` (called by negotiate()).
 
@@ -230,6 +237,21 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
                 )
             )
         return CONTINUE
+
+    def hello_undecodable(self, name: bytes) -> None:
+        """Check a HELO name pymilter could not decode, as hello() would.
+
+        Not UTF-8, so not a valid domain name: its result is "none" (RFC 7208
+        §4.3), which the policy's HELO rules see, and the null sender is
+        postmaster@ that name. Kept as surrogateescape text, like the
+        MAIL FROM address, for the log and the (sanitised) header fields.
+        """
+        if self.conn is not None:
+            self.conn.log.info(
+                "HELO name %s is not UTF-8, so no domain name: SPF result none",
+                printable(name),
+            )
+        self.hello(name.decode("utf-8", "surrogateescape"))
 
     @guarded
     @macros("i", "{auth_authen}")
@@ -608,35 +630,94 @@ def serve(
     socket's mode and group and drops its privileges.
     """
     counter = itertools.count(1)
-    Milter.factory = lambda: SpfMilter(service, next(counter))
+    traffic = service.traffic
+    Milter.factory = lambda: traffic.opened(SpfMilter(service, next(counter)))
     milter.set_flags(ACTIONS)
     # Our callbacks catch their own exceptions (guarded); what is left is
-    # pymilter failing before calling us, e.g. decoding an 8-bit HELO name
-    # strictly as UTF-8. Go on without that step rather than tempfail the
-    # client for ever: its MAIL FROM is still checked.
+    # pymilter failing before calling us: an 8-bit HELO name is routed to
+    # hello_undecodable() (see _route_untrapped); others go on without
+    # that step rather than tempfail the client for ever.
     milter.set_exception_policy(CONTINUE)
-    milter.set_connect_callback(Milter.connect_callback)
-    milter.set_helo_callback(lambda ctx, host: ctx.getpriv().hello(host))
-    milter.set_envfrom_callback(lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
-    milter.set_envrcpt_callback(lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
-    milter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
-    milter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
-    milter.set_body_callback(lambda ctx, chunk: ctx.getpriv().body(chunk))
-    milter.set_eom_callback(lambda ctx: ctx.getpriv().eom())
-    milter.set_abort_callback(lambda ctx: ctx.getpriv().abort())
-    milter.set_close_callback(Milter.close_callback)
+    last = threading.local()  # per connection: pymilter gives each its own
+
+    def counted(stage: str, callback: Callable[..., int]) -> Callable[..., int]:
+        # Noted for _route_untrapped; counted in progress for a stop (Traffic).
+        def call(context: Any, *args: Any) -> int:
+            last.stage, last.context = stage, context
+            return traffic.call(callback, context, *args)
+
+        return call
+
+    milter.set_connect_callback(counted("connect", Milter.connect_callback))
+    milter.set_helo_callback(
+        counted("helo", lambda ctx, host: ctx.getpriv().hello(host))
+    )
+    milter.set_envfrom_callback(
+        counted("envfrom", lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
+    )
+    milter.set_envrcpt_callback(
+        counted("envrcpt", lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
+    )
+    milter.set_header_callback(
+        counted("header", lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
+    )
+    milter.set_eoh_callback(counted("eoh", lambda ctx: ctx.getpriv().eoh()))
+    milter.set_body_callback(
+        counted("body", lambda ctx, chunk: ctx.getpriv().body(chunk))
+    )
+    milter.set_eom_callback(counted("eom", lambda ctx: ctx.getpriv().eom()))
+    milter.set_abort_callback(counted("abort", lambda ctx: ctx.getpriv().abort()))
+    milter.set_close_callback(counted("close", Milter.close_callback))
     milter.setconn(socket_spec)
     milter.register(
         MILTER_NAME,
-        data=lambda ctx: ctx.getpriv().data(),
-        unknown=lambda ctx, cmd: ctx.getpriv().unknown(cmd),
+        data=counted("data", lambda ctx: ctx.getpriv().data()),
+        unknown=counted("unknown", lambda ctx, cmd: ctx.getpriv().unknown(cmd)),
         negotiate=Milter.negotiate_callback,
     )
     milter.opensocket(True)  # True: remove a stale unix socket first
     after_open()
-    milter.main()
+    previous_hook = sys.excepthook
+    sys.excepthook = _route_untrapped(previous_hook, last)
+    try:
+        milter.main()
+    finally:
+        sys.excepthook = previous_hook
+
+
+# The steps after which the MTA's next event may be a HELO (a header's name
+# fails to decode after data or header instead).
+BEFORE_HELO: Final = frozenset({"connect", "helo", "eom", "abort"})
+
+
+def _route_untrapped(
+    previous: Callable[..., Any], last: threading.local
+) -> Callable[..., None]:
+    """Return a sys.excepthook that hands an undecodable HELO name to its milter.
+
+    pymilter 1.0.5 decodes the HELO name strictly as UTF-8, before any code
+    of ours runs, and reports the UnicodeDecodeError with PyErr_Print(),
+    that is through sys.excepthook, in the thread state pymilter keeps for
+    that connection; ``last`` (thread-local) tells its context and step.
+    Anything else goes to the ``previous`` hook.
+    """
+
+    def hook(kind: type[BaseException], error: BaseException, trace: Any) -> None:
+        stage = getattr(last, "stage", None)
+        session = last.context.getpriv() if stage in BEFORE_HELO else None
+        if isinstance(error, UnicodeDecodeError) and isinstance(session, SpfMilter):
+            session.hello_undecodable(error.object)
+            return
+        previous(kind, error, trace)
+
+    return hook
 
 
 def stop() -> None:
-    """Ask libmilter to stop accepting connections and return from serve()."""
+    """Ask libmilter to stop accepting connections and return from serve().
+
+    Blocks until libmilter's listener lets go of its socket: up to its next
+    poll (5 s) unless a signal interrupts it (daemon.stop_listener does).
+    Sessions already open go on; Service.traffic tells when they are done.
+    """
     milter.stop()

@@ -36,6 +36,10 @@ from spf_milter.verify import (
 )
 
 EX_CONFIG = 78
+# The policy is per recipient domain: without one there is nothing to apply.
+NO_RCPT_NOTE = (
+    "not applied: add --rcpt ADDRESS to see the rule, the action and the SMTP reply"
+)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -174,17 +178,23 @@ def _policy_report(
 def _policy_text(report: dict[str, Any]) -> str:
     if report["trusted"]:
         return "client is in trusted_networks: not checked, no header fields added"
-    lines = []
-    for identity in ("helo", "mailfrom"):
-        checked = report[identity]
-        what = checked["problem"] or checked["mechanism"] or ""
-        lines.append(
-            f"{identity:<9} {checked['sender']!r}: {checked['result']} ({what})"
-        )
+    lines = [
+        _identity_line("helo", report["helo"]["domain"], report["helo"]),
+        _identity_line("mailfrom", report["mailfrom"]["sender"], report["mailfrom"]),
+    ]
     if "action" in report:
         lines.append(f"policy    rule {report['rule']!r} for {report['rcpt_domain']!r}")
         lines.append(f"action    {report['action']}")
         if report["reply"]:
             lines.append(f"reply     {report['reply']}")
+    else:
+        lines.append(f"policy    {NO_RCPT_NOTE}")
     lines.extend(f"header    {field}" for field in report["headers"])
     return "\n".join(lines)
+
+
+def _identity_line(identity: str, label: str, checked: dict[str, Any]) -> str:
+    """Return ``helo      'name': result (why)``; the HELO is labelled by its name."""
+    line = f"{identity:<9} {label!r}: {checked['result']}"
+    why = checked["problem"] or checked["mechanism"]
+    return f"{line} ({why})" if why else line

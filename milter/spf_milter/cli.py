@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--version", action="version", version=f"%(prog)s {__version__}"
     )
     commands = parser.add_subparsers(
-        dest="command", required=True, parser_class=_Parser
+        dest="command", metavar="COMMAND", title="commands", parser_class=_Parser
     )
     check = commands.add_parser(
         "check",
@@ -151,6 +151,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     match args.command:
+        case None:
+            # A newcomer's first try: show what there is to run.
+            parser.print_help(sys.stderr)
+            return EX_USAGE
         case "check":
             if args.rcpt is not None and args.config is None:
                 parser.error("--rcpt needs --config")

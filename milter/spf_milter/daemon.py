@@ -9,12 +9,14 @@ policy (an invalid file keeps the old ones), SIGTERM and SIGINT stop.
 
 from __future__ import annotations
 
+import contextlib
 import grp
 import logging
 import os
 import pwd
 import signal
 import socket
+import stat
 import sys
 import threading
 from dataclasses import dataclass
@@ -41,7 +43,13 @@ log = logging.getLogger(__name__)
 EX_OK: Final = 0
 EX_SOFTWARE: Final = 70
 EX_CONFIG: Final = 78  # sysexits.h: configuration error
-JOIN_INTERVAL: Final = 0.5  # seconds; the main thread wakes up for signals
+JOIN_INTERVAL: Final = 0.1  # seconds; the main thread wakes up for signals
+# libmilter's listener looks for a stop request between polls of up to 5 s
+# (MI_CHK_TIME); a signal to its thread ends the poll at once. libmilter
+# blocks SIGHUP, SIGTERM and SIGINT in its threads, not this one.
+WAKE_SIGNAL: Final = signal.SIGUSR2
+WAKE_INTERVAL: Final = 0.1  # seconds between two wake-up signals
+WAKE_TRIES: Final = 60  # beyond libmilter's 5 s poll: it stops by itself
 
 
 class StartupError(Exception):
@@ -97,34 +105,85 @@ def _serve(service: Service, daemon: DaemonConfig, privileges: Privileges) -> in
             failure.append(error)
 
     thread = threading.Thread(target=serve, name="libmilter")
-    _install_signal_handlers(service)
+    stop = _install_signal_handlers(service)
     log.info(
         "spf-milter %s listening on %s", __version__, daemon.socket.connection_string()
     )
     thread.start()
-    while thread.is_alive():
+    while thread.is_alive() and not stop.is_set():
         thread.join(JOIN_INTERVAL)
+    if stop.is_set():
+        stop_listener(thread)
+    thread.join()
     if failure:
         log.error(
             "cannot serve on %s: %s", daemon.socket.connection_string(), failure[0]
         )
         return EX_SOFTWARE
+    _finish_transactions(service)
     log.info("stopped")
     return EX_OK
 
 
-def _install_signal_handlers(service: Service) -> None:
+def _install_signal_handlers(service: Service) -> threading.Event:
+    """Handle SIGHUP, SIGTERM, SIGINT; return the event a stop request sets."""
+    stop = threading.Event()
+
     def reload(signum: int, frame: FrameType | None) -> None:
         log.info("SIGHUP: reloading the configuration")
         service.reload()
 
-    def stop(signum: int, frame: FrameType | None) -> None:
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        # The main thread does the stopping: a handler must return quickly.
         log.info("%s: stopping", signal.Signals(signum).name)
-        callbacks.stop()
+        stop.set()
 
     signal.signal(signal.SIGHUP, reload)
-    signal.signal(signal.SIGTERM, stop)
-    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    # Only interrupts a system call (stop_listener); by default it would kill.
+    signal.signal(WAKE_SIGNAL, lambda signum, frame: None)
+    return stop
+
+
+def stop_listener(listener: threading.Thread) -> None:
+    """Close libmilter's listening socket now, not at its next 5 s poll.
+
+    smfi_stop() marks the milter as stopping, then waits for the listener,
+    which looks at that mark only between polls of up to 5 s. So it runs in
+    a thread of its own while this one interrupts the poll of ``listener``
+    (the thread in smfi_main) with WAKE_SIGNAL: libmilter takes EINTR as a
+    cue to look at the mark again, sees it and closes the socket.
+    """
+    stopper = threading.Thread(target=callbacks.stop, name="stop", daemon=True)
+    stopper.start()
+    for _ in range(WAKE_TRIES):
+        if listener.ident is None or not listener.is_alive():
+            return
+        with contextlib.suppress(ProcessLookupError):  # it just ended
+            signal.pthread_kill(listener.ident, WAKE_SIGNAL)
+        stopper.join(WAKE_INTERVAL)
+        if not stopper.is_alive():
+            return
+
+
+def _finish_transactions(service: Service) -> None:
+    """Let the MTA's messages in progress finish, within the check wait limit."""
+    traffic = service.traffic
+    limit = service.settings.wait_limit
+    if traffic.wait_idle(0):
+        return
+    log.info(
+        "waiting for %d transaction(s) in progress, at most %g s",
+        traffic.transactions(),
+        limit,
+    )
+    if not traffic.wait_idle(limit):
+        log.warning(
+            "%d transaction(s) still in progress after %g s: stopping anyway",
+            traffic.transactions(),
+            limit,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,6 +289,33 @@ def set_nodelay(listen: InetSocket) -> None:
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+def set_socket_owner_and_mode(listen: UnixSocket, owner: int, group: int) -> None:
+    """Give the socket file its owner, group (-1: unchanged) and mode, safely.
+
+    Whoever can write the socket's directory could swap a symlink in at its
+    path between bind() and now, and chown()/chmod() by path would change
+    the symlink's target, as root. So the path is opened without following
+    a symlink (O_PATH | O_NOFOLLOW), must still be a socket, and is changed
+    through that descriptor (/proc/self/fd/N names the very inode).
+    """
+    try:
+        fd = os.open(listen.path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as error:
+        raise StartupError(f"cannot open {listen.path}: {error.strerror}") from None
+    try:
+        if not stat.S_ISSOCK(os.fstat(fd).st_mode):
+            raise StartupError(
+                f"{listen.path} is no longer the socket just bound: something"
+                " replaced it (can others write its directory?)"
+            )
+        pinned = f"/proc/self/fd/{fd}"
+        if owner != -1 or group != -1:
+            os.chown(pinned, owner, group)
+        Path(pinned).chmod(listen.mode)
+    finally:
+        os.close(fd)
+
+
 def _after_open(daemon: DaemonConfig, privileges: Privileges) -> None:
     """Tune or give permissions to the new socket, then drop privileges."""
     listen = daemon.socket
@@ -238,9 +324,7 @@ def _after_open(daemon: DaemonConfig, privileges: Privileges) -> None:
     if isinstance(listen, UnixSocket):
         owner = privileges.uid if privileges.uid is not None else -1
         group = privileges.socket_gid if privileges.socket_gid is not None else -1
-        if owner != -1 or group != -1:
-            os.chown(listen.path, owner, group)
-        listen.path.chmod(listen.mode)
+        set_socket_owner_and_mode(listen, owner, group)
     if privileges.uid is None or privileges.user is None:
         return  # not root (resolve_privileges refuses root without a user)
     if os.geteuid() != 0:

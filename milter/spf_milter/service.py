@@ -10,8 +10,12 @@ changes under a transaction.
 from __future__ import annotations
 
 import logging
+import threading
+import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 from spf_milter.config import (
     ConfigError,
@@ -28,6 +32,8 @@ from spf_milter.resolver import DnsLookup
 from spf_milter.spf import Limits, Lookup
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +93,62 @@ def make_cache(dns: DnsConfig) -> DnsCache | None:
     )
 
 
+class Session(Protocol):
+    """One MTA connection, as Traffic sees it."""
+
+    @property
+    def in_transaction(self) -> bool:
+        """Tell whether a message is between MAIL FROM and its end."""
+        ...
+
+
+class Traffic:
+    """The MTA's callbacks in progress and its sessions, for a stop to wait on.
+
+    A stop first closes the listener; then it waits until no callback runs
+    and no session is inside a transaction, so that every message the MTA
+    is passing through the milter is answered to its end rather than cut
+    off (the MTA would apply its milter_default_action to it).
+    """
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._running = 0
+        self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
+
+    def opened(self, session: T) -> T:
+        """Count ``session`` until it is garbage; return it."""
+        with self._changed:
+            self._sessions.add(session)  # type: ignore[arg-type]
+        return session
+
+    def call(self, callback: Callable[..., T], *args: object) -> T:
+        """Run one callback of the MTA's, counted as in progress."""
+        with self._changed:
+            self._running += 1
+        try:
+            return callback(*args)
+        finally:
+            with self._changed:
+                self._running -= 1
+                self._changed.notify_all()
+
+    def transactions(self) -> int:
+        """Return how many sessions are inside a transaction."""
+        with self._changed:
+            return self._transactions()
+
+    def wait_idle(self, limit: float) -> bool:
+        """Wait until nothing is in progress, at most ``limit`` seconds."""
+        with self._changed:
+            return self._changed.wait_for(
+                lambda: self._running == 0 and self._transactions() == 0, limit
+            )
+
+    def _transactions(self) -> int:
+        return sum(1 for session in self._sessions if session.in_transaction)
+
+
 class Service:
     """The event loop, the DNS cache and the current Settings, reloadable."""
 
@@ -104,6 +166,7 @@ class Service:
         self.metrics = metrics if metrics is not None else Metrics()
         self._settings = settings
         self._noted: set[str] = set()
+        self.traffic = Traffic()
 
     @property
     def settings(self) -> Settings:

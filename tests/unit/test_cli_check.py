@@ -295,3 +295,61 @@ def test_rcpt_needs_config(capsys: pytest.CaptureFixture[str]) -> None:
         )
     assert exit_info.value.code == 2
     assert "--rcpt needs --config" in capsys.readouterr().err
+
+
+def test_no_arguments_print_the_usage_and_the_subcommands(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    status = cli.main([])
+    err = capsys.readouterr().err
+    assert status == 2
+    assert err.startswith("usage: spf-milter")
+    listed = [line.split()[0] for line in err.splitlines() if line.startswith("    ")]
+    assert set(listed) >= {"run", "check-config", "check"}
+
+
+def _check_with_config(
+    server: DnsServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    *extra: str,
+) -> list[str]:
+    config = _policy_config(tmp_path, server)
+    status = cli.main(
+        [
+            "check",
+            "--config",
+            str(config),
+            "--ip",
+            "203.0.113.9",
+            "--sender",
+            "",
+            "--helo",
+            "nospf.example.org",
+            *extra,
+        ]
+    )
+    assert status == 0
+    return capsys.readouterr().out.splitlines()
+
+
+def test_check_with_config_labels_the_helo_line_by_the_helo_name(
+    server: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = _check_with_config(server, tmp_path, capsys, "--rcpt", "b@example.com")
+    assert lines[:2] == [
+        "helo      'nospf.example.org': none",
+        "mailfrom  'postmaster@nospf.example.org': none",
+    ]
+    assert all("()" not in line for line in lines)
+
+
+def test_check_with_config_without_rcpt_says_how_to_see_the_policy(
+    server: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = _check_with_config(server, tmp_path, capsys)
+    assert lines[2] == (
+        "policy    not applied: add --rcpt ADDRESS to see the rule, the action"
+        " and the SMTP reply"
+    )
+    assert not any(line.startswith(("action", "reply")) for line in lines)
