@@ -23,6 +23,13 @@ Modules:
 * ``echo``: start the echo milter and read its journal of callbacks.
 * ``loopback``: free ports, and "is it listening" without connecting.
 * ``wait``: polling with a deadline.
+* ``spamassassin``: SpamAssassin's SPF plugin reading delivered messages, with
+  a private configuration and no DNS.
+* ``opendmarc``: a private OpenDMARC (second milter) in its own mount
+  namespace, its resolv.conf pointing at the test DNS server.
+* ``replay``: replay a delivered message to a milter over the milter protocol.
+* ``stamp``, ``stamp_milter``: a test milter that adds fields before or after
+  ours, to see where Postfix shows them.
 
 Everything here talks to loopback addresses only, and every wait is bounded.
 """
