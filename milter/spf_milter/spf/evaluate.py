@@ -32,7 +32,8 @@ from spf_milter.spf.lookup import DnsError, Lookup
 from spf_milter.spf.macro import (
     MacroContext,
     MacroString,
-    expand,
+    expand_domain,
+    expand_head,
     truncate_domain,
 )
 from spf_milter.spf.names import (
@@ -66,6 +67,10 @@ FetchAddresses = Callable[[str], Coroutine[Any, Any, Sequence[IPAddress]]]
 
 _MASKS4: Final = tuple(((1 << n) - 1) << (32 - n) for n in range(33))
 _MASKS6: Final = tuple(((1 << n) - 1) << (128 - n) for n in range(129))
+
+# How much of an explanation is expanded, in multiples of the length kept:
+# what sanitising strips (leading spaces) must not leave it empty too soon.
+_EXPANDED_EXPLANATION: Final = 4
 
 RESULT_OF: Final = {
     Qualifier.PASS: SpfResult.PASS,
@@ -518,7 +523,7 @@ class _Check:
         target = self.target_now(spec, name)
         if target is not None:
             return target
-        return query_name(truncate_domain(await self.expand(spec, name)))
+        return query_name(expand_domain(spec, await self.full_context(spec, name)))
 
     def target_now(self, spec: MacroString, name: str) -> str | None:
         """Return target() if it needs no DNS (no %{p}), else None."""
@@ -526,15 +531,16 @@ class _Check:
             return query_name(truncate_domain(spec.literal))
         if "p" in spec.letters:
             return None
-        return query_name(truncate_domain(expand(spec, self.context_for(spec, name))))
+        return query_name(expand_domain(spec, self.context_for(spec, name)))
 
-    async def expand(self, spec: MacroString, name: str) -> str:
+    async def full_context(self, spec: MacroString, name: str) -> MacroContext:
+        """Return the macro values ``spec`` needs, %{p} included."""
         context = self.context_for(spec, name)
         if "p" in spec.letters:
             context = dataclasses.replace(
                 context, validated_name=await self.validated_name(name)
             )
-        return expand(spec, context)
+        return context
 
     def context_for(self, spec: MacroString, name: str) -> MacroContext:
         """Return the macro values ``spec`` needs, but for %{p}."""
@@ -576,5 +582,8 @@ class _Check:
                 explain_string = await fetch_explanation(self.lookup, domain, self.note)
         if explain_string is None:
             explain_string = parse_explain_string(self.limits.default_explanation)
-        text = await self.expand(explain_string, name)
+        # Only the start of the text is kept: expand no more than can be.
+        limit = _EXPANDED_EXPLANATION * self.limits.max_explanation_length
+        context = await self.full_context(explain_string, name)
+        text = expand_head(explain_string, context, limit)
         return sanitise_explanation(text, self.limits.max_explanation_length)
