@@ -9,7 +9,6 @@ are turned into integers once, so matching is an AND and a compare.
 from __future__ import annotations
 
 import enum
-import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -17,9 +16,11 @@ from typing import Final
 
 from spf_milter.spf.errors import PermError, shown
 from spf_milter.spf.macro import MacroString, parse_macro_string
+from spf_milter.spf.memo import SizedMemo, text_cost
 
 VERSION: Final = "v=spf1"
-MAX_CACHED_RECORDS: Final = 4096
+# The parsed records kept, at most (an estimate of their memory, memo.py).
+RECORD_MEMO_BYTES: Final = 32 * 1024 * 1024
 
 # Every pattern below runs in time linear in its input: a record comes from
 # anyone's DNS, up to 64 kB of it, and one regex call holds the GIL (no
@@ -137,32 +138,28 @@ def is_spf_record(text: bytes) -> bool:
     return text[:6].lower() == b"v=spf1" and (len(text) == 6 or text[6:7] == b" ")
 
 
-@functools.lru_cache(maxsize=MAX_CACHED_RECORDS)
-def parse_record_cached(text: bytes) -> Record | PermError:
-    """Parse ``text`` once per distinct record text; return the error if any.
-
-    A memo of a pure function: records are immutable and most senders use
-    the same few records, so warm checks skip parsing altogether.
-    """
-    try:
-        return parse_record(text)
-    except PermError as error:
-        return error
-
-
-@functools.lru_cache(maxsize=MAX_CACHED_RECORDS)
-def select_record(texts: tuple[bytes, ...]) -> Record | PermError | None:
-    """Return the one SPF record among a name's TXT records (§4.5), parsed.
-
-    None when there is none; a PermError for several or for a syntax error.
-    A memo, like parse_record_cached: a warm check pays one dict lookup.
-    """
+def _select_record(texts: tuple[bytes, ...]) -> Record | PermError | None:
     records = [text for text in texts if is_spf_record(text)]
     if not records:
         return None
     if len(records) > 1:
         return PermError(f"{len(records)} SPF records, not one")
-    return parse_record_cached(records[0])
+    try:
+        return parse_record(records[0])
+    except PermError as error:
+        return error
+
+
+def _answer_cost(texts: tuple[bytes, ...]) -> int:
+    return text_cost(sum(len(text) for text in texts))
+
+
+# select_record(texts): the one SPF record among a name's TXT records
+# (§4.5), parsed; None when there is none, a PermError for several or for a
+# syntax error. A memo of a pure function: records are immutable and most
+# senders use the same few, so a warm check pays one dict lookup. Bounded
+# in bytes: each answer counts as text_cost() of all its TXT texts.
+select_record: Final = SizedMemo(_select_record, _answer_cost, RECORD_MEMO_BYTES)
 
 
 def parse_record(raw: bytes) -> Record:
