@@ -421,3 +421,35 @@ def test_a_sender_the_size_of_an_smtp_line_costs_linear_time() -> None:
 
     ratio = growth(make, lambda sender: _check_record(record, sender), 2000)
     assert ratio < LINEAR_BOUND
+
+
+def _addresses_zone(record: str, names: int, per_name: int) -> Zone:
+    zone = _zone({"example.org": record})
+    for n in range(names):
+        for k in range(per_name):
+            zone.add_a(f"h{n}.example.org", str(ipaddress.IPv4Address((10 << 24) + k)))
+    return zone
+
+
+@pytest.mark.parametrize(
+    ("per_name", "result"),
+    [
+        pytest.param(120, SpfResult.PERMERROR, id="9x120-over-1000"),
+        pytest.param(110, SpfResult.FAIL, id="9x110-within"),
+    ],
+)
+def test_the_records_one_check_reads_are_bounded(
+    per_name: int, result: SpfResult
+) -> None:
+    terms = " ".join(f"a:h{n}.example.org" for n in range(9))
+    checked = _check(_addresses_zone(f"v=spf1 {terms} -all", 9, per_name))
+    assert checked.result is result
+    if result is SpfResult.PERMERROR:
+        assert "more than 1000 DNS records in one check" in (checked.problem or "")
+
+
+def test_the_record_bound_is_a_limit_of_the_check() -> None:
+    terms = " ".join(f"a:h{n}.example.org" for n in range(3))
+    zone = _addresses_zone(f"v=spf1 {terms} -all", 3, 20)
+    assert _check(zone, limits=Limits(max_records=60)).result is SpfResult.PERMERROR
+    assert _check(zone, limits=Limits(max_records=61)).result is SpfResult.FAIL

@@ -28,7 +28,7 @@ from spf_milter.spf.explain import (
     sanitise_explanation,
 )
 from spf_milter.spf.limits import DEFAULT_LIMITS, Limits
-from spf_milter.spf.lookup import DnsError, Lookup
+from spf_milter.spf.lookup import DnsAnswerTooLarge, DnsError, Lookup
 from spf_milter.spf.macro import (
     MacroContext,
     MacroString,
@@ -78,6 +78,17 @@ RESULT_OF: Final = {
     Qualifier.SOFTFAIL: SpfResult.SOFTFAIL,
     Qualifier.NEUTRAL: SpfResult.NEUTRAL,
 }
+
+
+def dns_failure(error: DnsError) -> SpfError:
+    """Return what a failed query makes of the check (§2.6.6, §4.6.4).
+
+    A temperror, unless the answer was refused for its size: the zone
+    publishes it that way, so asking again would give the same.
+    """
+    if isinstance(error, DnsAnswerTooLarge):
+        return PermError(str(error))
+    return TempError(str(error))
 
 
 class _Outcome:
@@ -152,6 +163,7 @@ class _Check:
         "prefetched",
         "prefetching",
         "receiver",
+        "records",
         "sender",
         "trace",
         "void_lookups",
@@ -181,6 +193,7 @@ class _Check:
         self.clock = clock
         self.dns_terms = 0
         self.void_lookups = 0
+        self.records = 0
         self.prefetched = 0
         self.prefetching = limits.prefetch and trace is None
         self.sender = sender
@@ -261,7 +274,8 @@ class _Check:
             else:
                 texts = await self.lookup.txt(name)
         except DnsError as error:
-            raise TempError(str(error)) from None
+            raise dns_failure(error) from None
+        self.count_records(len(texts))
         record = select_record(tuple(texts))
         if self.trace is not None:
             self.trace_record(name, texts)
@@ -423,7 +437,8 @@ class _Check:
         answers = await gather_eagerly([fetch(host) for host in hosts], DnsError)
         for answer in answers:
             if isinstance(answer, DnsError):
-                raise TempError(str(answer))
+                raise dns_failure(answer)
+            self.count_records(len(answer))
             if self.any_in_network(answer, cidr4, cidr6):
                 return True
         return False
@@ -476,6 +491,7 @@ class _Check:
             names = await self.lookup.ptr(self.ip.reverse_pointer)
         except DnsError:
             return None
+        self.count_records(len(names))
         # §4.6.4: names past the tenth are ignored.
         return names[: self.limits.max_ptr_names]
 
@@ -514,9 +530,11 @@ class _Check:
             self.note(f"{printable(name)} is not a valid DNS name: no records")
             return []
         try:
-            return await method(name)
+            answer = await method(name)
         except DnsError as error:
-            raise TempError(str(error)) from None
+            raise dns_failure(error) from None
+        self.count_records(len(answer))
+        return answer
 
     async def target(self, spec: MacroString, name: str) -> str:
         """Expand a domain-spec into the name to query (§7.3, §4.8)."""
@@ -558,6 +576,15 @@ class _Check:
             raise PermError(
                 f"more than {self.limits.max_dns_terms} DNS-querying terms"
                 " (RFC 7208 section 4.6.4)"
+            )
+
+    def count_records(self, count: int) -> None:
+        """Count the records of an answer against the check's work bound."""
+        self.records += count
+        if self.records > self.limits.max_records:
+            raise PermError(
+                f"more than {self.limits.max_records} DNS records in one check"
+                " (a bound on the work of a check)"
             )
 
     def count_void(self, name: str) -> None:
