@@ -169,6 +169,9 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         self.pending_error: str | None = None
         # The client's Received-SPF fields in the current transaction (header()).
         self.client_received_spf = ClientFieldCount()
+        # A recipient's refusal, from its decision until it is answered: an
+        # internal error meanwhile answers it rather than on_error.
+        self.refusing: Reject | Defer | None = None
 
     @property
     def in_transaction(self) -> bool:
@@ -280,6 +283,11 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         helo, mailfrom = self._results(conn, transaction)
         envelope = Envelope(conn.client_ip, conn.helo, transaction.mail_from)
         decision = decide_for(conn.settings, envelope, recipient, helo, mailfrom)
+        if (
+            isinstance(decision.action, Reject | Defer)
+            and not conn.settings.config.dry_run
+        ):
+            self.refusing = decision.action
         self._count(decision, helo, mailfrom)
         entry = RecipientDecision(recipient, recipient_domain(recipient), decision)
         transaction.decisions.append(entry)
@@ -293,6 +301,7 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         # Logged now: a refused recipient never reaches the end of the message.
         self._log_decisions(transaction, helo, mailfrom)
         self._reply(action.reply)
+        self.refusing = None
         return REJECT if isinstance(action, Reject) else TEMPFAIL
 
     @noreply
@@ -602,17 +611,38 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         conn_log.exception("internal error in %s", callback)
 
     def internal_error(self, callback: str, *, logged: bool = False) -> int:
-        """Log the exception being handled and return the on_error answer."""
+        """Log the exception being handled and return the on_error answer.
+
+        ``on_error: accept`` steps aside for this one callback (CONTINUE,
+        so the MTA still calls eom, which removes forged fields), but never
+        undoes a recipient's refusal already decided, and never passes a
+        message that may still carry a forged field: an error in header(),
+        or in eom() when the message had one, is answered with tempfail.
+        """
         if not logged:
             self.log_error(callback)
+        refusing, self.refusing = self.refusing, None
+        if refusing is not None:
+            self._try_reply(refusing.reply)
+            return REJECT if isinstance(refusing, Reject) else TEMPFAIL
         on_error = self.service.settings.config.on_error
-        if on_error is OnError.ACCEPT:
-            return ACCEPT
+        if on_error is OnError.ACCEPT and self._may_step_aside(callback):
+            return ACCEPT if callback == "eom" else CONTINUE
+        self._try_reply(ERROR_REPLY)
+        return TEMPFAIL
+
+    def _may_step_aside(self, callback: str) -> bool:
+        """Return whether no forged field can outlive this callback's error."""
+        if callback == "header":
+            return False  # a field was not looked at: it may be forged
+        transaction = self.conn.transaction if self.conn else None
+        return callback != "eom" or transaction is None or not transaction.forged
+
+    def _try_reply(self, reply: SmtpReply) -> None:
         try:
-            self._reply(ERROR_REPLY)
+            self._reply(reply)
         except Exception:
             log.debug("could not set the error reply", exc_info=True)
-        return TEMPFAIL
 
 
 MILTER_NAME: Final = "spf-milter"

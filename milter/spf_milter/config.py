@@ -39,7 +39,7 @@ from spf_milter.configpolicy import read_policy
 from spf_milter.configyaml import ConfigError as ConfigError
 from spf_milter.configyaml import ConfigProblem as ConfigProblem
 from spf_milter.configyaml import Context, Node, quote, read_yaml
-from spf_milter.dnscache import ERROR_TTL, MAX_ENTRIES, MAX_TTL, MIN_TTL
+from spf_milter.dnscache import ERROR_TTL, MAX_BYTES, MAX_ENTRIES, MAX_TTL, MIN_TTL
 from spf_milter.headers import TOKEN
 from spf_milter.policy import IPAddress, IPNetwork, Policy
 from spf_milter.resolver import Nameserver, parse_nameserver
@@ -137,6 +137,7 @@ class DnsConfig:
     timeout: float = 5.0  # one query, seconds
     time_limit: float = 20.0  # one SPF check, seconds (RFC 7208 §4.6.4)
     cache_size: int = MAX_ENTRIES  # answers kept; 0: no cache
+    cache_max_bytes: int = MAX_BYTES  # their estimated memory; 0: no cache
     cache_min_ttl: float = MIN_TTL  # seconds: the floor of an answer's TTL
     cache_max_ttl: float = MAX_TTL  # seconds: the ceiling
     cache_error_ttl: float = ERROR_TTL  # seconds a SERVFAIL/timeout is kept
@@ -214,10 +215,12 @@ TOP_KEYS: Final = (
     *("trust_authenticated", "trusted_networks", "user"),
 )
 DNS_KEYS: Final = (
-    *("cache_error_ttl", "cache_max_ttl", "cache_min_ttl", "cache_size"),
+    *("cache_error_ttl", "cache_max_bytes", "cache_max_ttl", "cache_min_ttl"),
+    *("cache_size",),
     *("nameservers", "time_limit", "timeout"),
 )
 MAX_CACHE_SIZE: Final = 10_000_000
+MAX_CACHE_BYTES: Final = 1 << 40  # a TiB: a typo's bound, not a machine's
 MAX_CACHE_TTL: Final = 7 * 86400.0  # a week
 MAX_ERROR_TTL: Final = 60.0  # temporary failures are kept only briefly
 HEADER_KEYS: Final = (
@@ -312,6 +315,11 @@ def _read_dns(fields: Fields) -> DnsConfig:
         time_limit=time_limit,
         cache_size=fields.get(
             "cache_size", partial(as_count, MAX_CACHE_SIZE), _DNS.cache_size
+        ),
+        cache_max_bytes=fields.get(
+            "cache_max_bytes",
+            partial(as_count, MAX_CACHE_BYTES),
+            _DNS.cache_max_bytes,
         ),
         cache_min_ttl=min(min_ttl, max_ttl),
         cache_max_ttl=max_ttl,

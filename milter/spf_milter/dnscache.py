@@ -4,8 +4,10 @@ Answers are kept for their TTL, clamped to a configured floor and ceiling;
 negative answers (NXDOMAIN, no data) are kept too, for the TTL their SOA
 gives (RFC 2308 §5); temporary failures (timeouts, SERVFAIL) only for a
 short bound, so a broken server is not hammered but a recovered one is
-soon asked again. The number of entries is bounded (least recently used
-goes first), and identical queries in flight are coalesced: a burst of
+soon asked again. Both the number of entries and the bytes they cost are
+bounded (least recently used goes first): an answer is whatever a zone
+owner publishes, up to 64 kB of records, and its Python objects cost more
+than its wire form. Identical queries in flight are coalesced: a burst of
 connections that forge the same domain sends one query.
 
 Everything that changes the cache runs on the daemon's one event loop
@@ -17,6 +19,7 @@ step it takes on the OrderedDict is atomic under the GIL.
 from __future__ import annotations
 
 import asyncio
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -29,6 +32,13 @@ T = TypeVar("T")
 Key = tuple[str, str]  # (record type, lower-case name)
 
 MAX_ENTRIES: Final = 10_000
+MAX_BYTES: Final = 64 * 1024 * 1024
+# What an entry costs besides its records: the key, the OrderedDict node,
+# the _Entry and the value tuple (an upper bound, measured with tracemalloc);
+# and each record besides its own object: its slot in the tuple and, for an
+# address, the int inside it.
+ENTRY_COST: Final = 512
+RECORD_COST: Final = 64
 MIN_TTL: Final = 0.0
 MAX_TTL: Final = 3600.0
 ERROR_TTL: Final = 2.0
@@ -42,6 +52,7 @@ class NotCached(Exception):
 class _Entry:
     value: tuple[Any, ...] | DnsError
     expires: float
+    cost: int
 
 
 @dataclass(slots=True)
@@ -52,21 +63,29 @@ class CacheStats:
     misses: int = 0
     coalesced: int = 0
     evictions: int = 0
+    too_large: int = 0  # answers not kept: alone more than a quarter of max_bytes
 
 
 class DnsCache:
-    """TTL-bounded, size-bounded cache of DNS answers with in-flight coalescing."""
+    """TTL-bounded, size-bounded cache of DNS answers with in-flight coalescing.
+
+    ``bytes`` is the estimated memory of the entries kept (answer_cost),
+    never above ``max_bytes``.
+    """
 
     def __init__(
         self,
         *,
         max_entries: int = MAX_ENTRIES,
+        max_bytes: int = MAX_BYTES,
         min_ttl: float = MIN_TTL,
         max_ttl: float = MAX_TTL,
         error_ttl: float = ERROR_TTL,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.bytes = 0
         self.min_ttl = min_ttl
         self.max_ttl = max_ttl
         self.error_ttl = error_ttl
@@ -108,7 +127,7 @@ class DnsCache:
                 self.stats.hits += 1
                 self._entries.move_to_end(key)
                 return _unpack(entry.value)
-            del self._entries[key]
+            self._drop(key)
         task = self._inflight.get(key)
         if task is None:
             self.stats.misses += 1
@@ -137,11 +156,30 @@ class DnsCache:
     def _store(self, key: Key, value: tuple[Any, ...] | DnsError, ttl: float) -> None:
         if ttl <= 0 or self.max_entries <= 0:
             return
-        self._entries[key] = _Entry(value, self.clock() + ttl)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+        cost = answer_cost(key, value)
+        if cost * 4 > self.max_bytes:
+            self.stats.too_large += 1
+            return
+        self._drop(key)
+        self._entries[key] = _Entry(value, self.clock() + ttl, cost)
+        self.bytes += cost
+        while len(self._entries) > self.max_entries or self.bytes > self.max_bytes:
+            _, evicted = self._entries.popitem(last=False)
+            self.bytes -= evicted.cost
             self.stats.evictions += 1
+
+    def _drop(self, key: Key) -> None:
+        entry = self._entries.pop(key, None)
+        if entry is not None:
+            self.bytes -= entry.cost
+
+
+def answer_cost(key: Key, value: tuple[Any, ...] | DnsError) -> int:
+    """Return an upper bound of the bytes an entry for ``value`` keeps alive."""
+    cost = ENTRY_COST + sys.getsizeof(key[1])
+    if isinstance(value, DnsError):
+        return cost + 3 * sys.getsizeof(str(value))  # message, name, reason
+    return cost + sum(sys.getsizeof(record) + RECORD_COST for record in value)
 
 
 def _unpack(value: tuple[Any, ...] | DnsError) -> list[Any]:

@@ -26,8 +26,19 @@ import dns.rdtypes.IN.AAAA
 import dns.resolver
 
 from spf_milter.dnscache import DnsCache, NotCached
-from spf_milter.dnsquery import Nameserver, QueryFailed, QueryTimeout, StubResolver
-from spf_milter.spf.lookup import DnsServerFailure, DnsTimeout, Lookup
+from spf_milter.dnsquery import (
+    AnswerTooLarge,
+    Nameserver,
+    QueryFailed,
+    QueryTimeout,
+    StubResolver,
+)
+from spf_milter.spf.lookup import (
+    DnsAnswerTooLarge,
+    DnsServerFailure,
+    DnsTimeout,
+    Lookup,
+)
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -251,6 +262,8 @@ class DnsLookup:
             answer = await self._resolver.resolve(qname, rdtype, self._timeout)
         except QueryTimeout as exc:
             raise DnsTimeout(name, rdtype.name, str(exc)) from exc
+        except AnswerTooLarge as exc:
+            raise DnsAnswerTooLarge(name, rdtype.name, str(exc)) from exc
         except QueryFailed as exc:
             # SERVFAIL, REFUSED, a CNAME loop, a broken answer from every
             # server: the answer stays unknown.

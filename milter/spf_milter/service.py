@@ -83,10 +83,11 @@ class Settings:
 
 def make_cache(dns: DnsConfig) -> DnsCache | None:
     """Return the DNS cache the configuration asks for (None: no cache)."""
-    if dns.cache_size == 0:
+    if dns.cache_size == 0 or dns.cache_max_bytes == 0:
         return None
     return DnsCache(
         max_entries=dns.cache_size,
+        max_bytes=dns.cache_max_bytes,
         min_ttl=dns.cache_min_ttl,
         max_ttl=dns.cache_max_ttl,
         error_ttl=dns.cache_error_ttl,

@@ -104,6 +104,49 @@ spf_text = st.one_of(
     st.lists(st.sampled_from(SPF_WORDS), max_size=15).map(" ".join),
     st.text(max_size=200),
 ).map(lambda text: text.encode("utf-8", "surrogateescape"))
+# Hostile sizes: one building block repeated up to the size of a TCP answer
+# (64 kB): deep backtracking, numbers too long for int(), expansions that
+# multiply, labels by the thousand.
+HOSTILE_BLOCKS = [
+    "a",
+    "a.",
+    "1",
+    "-a",
+    "%{d}",
+    "%{d}.",
+    "%{s}",
+    "%{l1r-}",
+    "%{d9999999999999}",
+    "%%",
+    "%_",
+    ".",
+    "/1",
+    "//1",
+    "1:",
+]
+HOSTILE_PREFIXES = [
+    "include:.",
+    "a:",
+    "a/",
+    "a//",
+    "mx:",
+    "exists:",
+    "ip4:192.0.2.0/",
+    "ip6:",
+    "ip6:2001:db8::/",
+    "redirect=",
+    "exp=",
+    "x=",
+    "ptr:",
+    "exists:%{d",
+]
+hostile_term = st.builds(
+    lambda prefix, block, count, end: prefix + block * count + end,
+    st.sampled_from(HOSTILE_PREFIXES),
+    st.sampled_from(HOSTILE_BLOCKS),
+    st.integers(1, 64_000 // 4),
+    st.sampled_from(["", "!", "}", ".x", "}.x", "-", "1"]),
+).map(lambda text: text[:64_000].encode())
 addresses = st.one_of(
     st.ip_addresses(v=4),
     st.ip_addresses(v=6),
@@ -140,6 +183,33 @@ def test_macros_parse_or_fail_and_always_expand(
     assert isinstance(
         expand(macros, client_macros(ip, sender, helo, "mx.example")), str
     )
+
+
+@FUZZ
+@given(term=hostile_term)
+def test_hostile_sizes_parse_or_give_a_short_permerror(term: bytes) -> None:
+    problem = ""
+    try:
+        parse_record(b"v=spf1 " + term + b" -all")
+    except PermError as error:
+        problem = error.problem
+    assert len(problem) < 300
+
+
+@FUZZ
+@given(term=hostile_term, ip=addresses, sender=smtp_text)
+def test_hostile_sizes_end_in_a_result_with_short_texts(
+    term: bytes, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, sender: str
+) -> None:
+    zone = _zone([b"v=spf1 " + term + b" -all"], b"%{s} " * 10_000)
+    checked = asyncio.run(
+        check_host(
+            FakeLookup(zone), ip, "example.org", sender, limits=Limits(time_limit=5)
+        )
+    )
+    assert checked.result in set(SpfResult)
+    assert len(checked.problem or "") < 300
+    assert len(checked.explanation or "") <= 256
 
 
 def _zone(records: list[bytes], exp: bytes) -> Zone:

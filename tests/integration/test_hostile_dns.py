@@ -66,19 +66,69 @@ def _zone() -> Zone:
     txt("late.test", b"v=spf1 +all")
     for name in ("tc-only.test", "garbage.test", "mismatch.test", "other-name.test"):
         txt(name, b"v=spf1 +all")
+    _add_work_attacks(zone)
     return zone
+
+
+BOMB_HOSTS = 10
+BOMB_ADDRESSES = 2000  # as many as one uncompressed TCP answer holds
+
+
+def _add_work_attacks(zone: Zone) -> None:
+    """Answers that cost work: thousands of records, in one answer or many."""
+    txt = zone.add_txt
+    for name, addresses in (("mx-bomb.test", BOMB_ADDRESSES), ("mx-plain.test", 1)):
+        txt(name, b"v=spf1 mx -all")
+        for host in range(BOMB_HOSTS):
+            zone.add_mx(name, host, f"mx{host}.{name}")
+            for n in range(addresses):
+                zone.add_a(f"mx{host}.{name}", str(_address(host, n)))
+    txt("a-101.test", b"v=spf1 a -all")
+    for n in range(101):
+        zone.add_a("a-101.test", str(_address(0, n)))
+    txt("a-100.test", b"v=spf1 a ip4:192.0.2.10 -all")
+    for n in range(100):
+        zone.add_a("a-100.test", str(_address(0, n)))
+    for n in range(401):
+        txt("txt-401.test", b"token-%d" % n)
+    txt("txt-401.test", b"v=spf1 +all")
+    txt("udp-bomb.test", b"v=spf1 a:udp-bomb-a.test -all")
+    zone.add_a("udp-bomb-a.test", "198.51.100.1")
+    # Eleven answers of 95 addresses in ten terms: each answer is allowed,
+    # together they pass the work bound of a check (1,000 records).
+    terms = " ".join(f"a:w{n}.budget.test" for n in range(9))
+    txt("budget.test", f"v=spf1 {terms} mx:budget.test -all".encode())
+    for n in range(10):
+        for k in range(95):
+            zone.add_a(f"w{n}.budget.test", str(_address(n, k)))
+    zone.add_mx("budget.test", 10, "w8.budget.test")
+    zone.add_mx("budget.test", 20, "w9.budget.test")
+
+
+def _address(host: int, n: int) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address((10 << 24) + (host << 16) + n)
 
 
 class HostileDnsServer(DnsServer):
     """The test DNS server, with names for which it answers what no server should."""
 
+    def __init__(self, zone: Zone) -> None:
+        super().__init__(zone)
+        # Rendering 2,000 records takes the server longer than a check may
+        # wait: each answer is rendered once, then replayed with the new id.
+        self._rendered: dict[tuple[str, bytes], bytes | None] = {}
+
     async def reply(self, wire: bytes, transport: Transport) -> bytes | None:
-        answer = await super().reply(wire, transport)
         name = _question_name(wire)
-        if answer is None or name is None:
-            return answer
-        tamper = TAMPER.get(name)
-        return tamper(answer, transport) if tamper else answer
+        tamper = TAMPER.get(name or "")
+        if tamper is not None:
+            answer = await super().reply(wire, transport)
+            return None if answer is None else tamper(answer, transport)
+        key = (transport, wire[2:])
+        if key not in self._rendered:
+            self._rendered[key] = await super().reply(wire, transport)
+        answer = self._rendered[key]
+        return None if answer is None else wire[:2] + answer[2:]
 
 
 def _question_name(wire: bytes) -> str | None:
@@ -108,11 +158,27 @@ def _question_length(answer: bytes) -> int:
     return pos + 1 + 4 - 12
 
 
+def _thousands_of_records_over_udp(answer: bytes, transport: Transport) -> bytes:
+    """Answer over UDP with 2,000 records, whatever size the client asked for."""
+    import dns.message
+    import dns.rrset
+
+    message = dns.message.from_wire(answer)
+    addresses = [str(_address(0, n)) for n in range(BOMB_ADDRESSES)]
+    rrset = dns.rrset.from_text_list(
+        message.question[0].name, 300, "IN", "A", addresses
+    )
+    message.answer = [rrset]
+    wire: bytes = message.to_wire()
+    return wire
+
+
 TAMPER: dict[str, Callable[[bytes, Transport], bytes | None]] = {
     "tc-only.test": _truncated_udp_nothing_over_tcp,
     "garbage.test": lambda answer, _: os.urandom(len(answer)),
     "mismatch.test": lambda answer, _: bytes([answer[0] ^ 0xFF]) + answer[1:],
     "other-name.test": lambda answer, _: answer.replace(b"other-name", b"OTHER-NAMF"),
+    "udp-bomb-a.test": _thousands_of_records_over_udp,
 }
 
 
@@ -142,6 +208,11 @@ CASES = [
     Case("garbage.test", SpfResult.TEMPERROR),
     Case("mismatch.test", SpfResult.TEMPERROR),
     Case("other-name.test", SpfResult.TEMPERROR),
+    Case("a-101.test", SpfResult.PERMERROR, "answer of 101 records, more than 100"),
+    Case("a-100.test", SpfResult.PASS),
+    Case("txt-401.test", SpfResult.PERMERROR, "answer of 402 records, more than 400"),
+    Case("udp-bomb.test", SpfResult.PERMERROR, "answer of 2000 records, more than 100"),
+    Case("budget.test", SpfResult.PERMERROR, "more than 1000 DNS records in one check"),
 ]
 
 
@@ -200,3 +271,35 @@ def test_a_slow_domain_does_not_slow_the_others(server: HostileDnsServer) -> Non
     assert fast_time < 0.5
     assert all(checked.result is SpfResult.TEMPERROR for checked, _ in slow)
     assert all(seconds <= TIME_LIMIT + SLACK for _, seconds in slow)
+
+
+def test_thousands_of_addresses_cost_about_what_ten_do(
+    server: HostileDnsServer,
+) -> None:
+    """10 MX hosts of 2,000 addresses each took 33 µs of CPU per address.
+
+    The CPU time of this thread (the server answers from another) for a
+    check of 20,000 addresses, against one of 10: the large answers must be
+    refused before they are parsed.
+    """
+    limits = Limits(time_limit=60)  # the server's first rendering is slow
+
+    def cpu(domain: str) -> tuple[float, CheckResult]:
+        lookup = _lookup(server)
+        run = check_host(lookup, CLIENT, domain, f"a@{domain}", limits=limits)
+        checked = asyncio.run(run)  # once for the server to render its answers
+        best = float("inf")
+        for _ in range(3):
+            started = time.thread_time()
+            asyncio.run(
+                check_host(lookup, CLIENT, domain, f"a@{domain}", limits=limits)
+            )
+            best = min(best, time.thread_time() - started)
+        return best, checked
+
+    bomb, checked = cpu("mx-bomb.test")
+    assert checked.result is SpfResult.PERMERROR
+    assert "answer of 2000 records, more than 100" in (checked.problem or "")
+    plain, checked = cpu("mx-plain.test")
+    assert checked.result is SpfResult.FAIL
+    assert bomb < 5 * plain

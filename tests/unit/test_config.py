@@ -68,14 +68,20 @@ CONFIG_ERRORS = [
     pytest.param(
         "dns:\n  nameserver: []\n",
         "2:3: dns: unknown key 'nameserver'; did you mean 'nameservers'?"
-        " (expected one of cache_error_ttl, cache_max_ttl, cache_min_ttl,"
-        " cache_size, nameservers, time_limit, timeout)",
+        " (expected one of cache_error_ttl, cache_max_bytes, cache_max_ttl,"
+        " cache_min_ttl, cache_size, nameservers, time_limit, timeout)",
         id="nested-unknown-key",
     ),
     pytest.param(
         "dns:\n  cache_size: 1.5\n",
         "2:15: dns.cache_size: expected a whole number from 0 to 10000000, got 1.5",
         id="cache-size-not-whole",
+    ),
+    pytest.param(
+        "dns:\n  cache_max_bytes: -1\n",
+        "2:20: dns.cache_max_bytes: expected a whole number from 0 to"
+        " 1099511627776, got -1",
+        id="cache-max-bytes-negative",
     ),
     pytest.param(
         "dns:\n  cache_min_ttl: 100\n  cache_max_ttl: 10\n",

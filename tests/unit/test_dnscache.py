@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
+import ipaddress
+import tracemalloc
 from collections.abc import Awaitable, Callable
 
 import pytest
@@ -171,3 +174,72 @@ def test_size_zero_keeps_nothing() -> None:
     _get(cache, upstream)
     _get(cache, upstream)
     assert upstream.calls == 2
+
+
+# -- memory: bounded in bytes, whatever size the answers are -----------------
+
+
+def _addresses(first: int, count: int) -> tuple[ipaddress.IPv4Address, ...]:
+    return tuple(ipaddress.IPv4Address(first + n) for n in range(count))
+
+
+def test_large_answers_are_bounded_by_bytes_not_by_count() -> None:
+    cache = DnsCache(max_entries=10_000, max_bytes=1_000_000)
+    for n in range(100):  # 100 answers of 2,000 addresses: about 20 MB kept
+        upstream = Upstream(_addresses(n << 16, 2_000))
+        assert len(_get(cache, upstream, f"n{n}.example")) == 2_000
+        assert cache.bytes <= cache.max_bytes
+    assert 0 < len(cache) < 10
+    assert cache.stats.evictions == 100 - len(cache)
+
+
+def test_an_answer_larger_than_a_quarter_of_the_bound_is_not_kept() -> None:
+    cache = DnsCache(max_bytes=100_000)
+    upstream = Upstream(_addresses(0, 1_000))  # about 100 kB of objects
+    assert len(_get(cache, upstream)) == 1_000
+    assert len(_get(cache, upstream)) == 1_000
+    assert upstream.calls == 2
+    assert (len(cache), cache.bytes, cache.stats.too_large) == (0, 0, 2)
+
+
+def test_expired_and_replaced_entries_give_their_bytes_back() -> None:
+    clock = Clock()
+    cache = DnsCache(clock=clock)
+    _get(cache, Upstream((b"x" * 1000,), ttl=10))
+    held = cache.bytes
+    assert held > 1000
+    clock.now += 11
+    _get(cache, Upstream((b"y" * 10,), ttl=10))
+    assert 0 < cache.bytes < held
+    _get(cache, Upstream(ttl=10), key="other.example")
+    clock.now += 11
+    for key in ("example.org", "other.example"):
+        _get(cache, Upstream(ttl=0), key=key)  # expired, and not kept again
+    assert (len(cache), cache.bytes) == (0, 0)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        pytest.param(lambda n: ipaddress.IPv4Address(n), id="A"),
+        pytest.param(lambda n: ipaddress.IPv6Address(n << 64 | n), id="AAAA"),
+        pytest.param(lambda n: b"v=spf1 ip4:192.0.2.%d -all" % (n % 256), id="TXT"),
+        pytest.param(lambda n: f"mx{n}.example.org", id="MX"),
+        pytest.param(lambda n: f"mx{n}.bücher.example", id="MX-unicode"),
+    ],
+)
+def test_the_accounted_bytes_are_at_least_the_memory_used(
+    make: Callable[[int], object],
+) -> None:
+    cache = DnsCache(max_bytes=1 << 30)
+    gc.collect()
+    tracemalloc.start()
+    try:
+        for n in range(200):
+            answer = tuple(make(n * 1000 + i) for i in range(50))
+            _get(cache, Upstream(answer), key=f"name{n}.example.org")
+        used = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(cache) == 200
+    assert used <= cache.bytes

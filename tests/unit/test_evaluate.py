@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
+from collections.abc import Callable
 
 import pytest
 
 from dnszone import Zone
 from fakelookup import FakeLookup
+from growth import LINEAR_BOUND, best_time, growth
 from spf_milter.spf import CheckResult, Limits, SpfResult, Trace, check_host
 
 CLIENT = "192.0.2.10"
@@ -356,3 +358,98 @@ def test_trace_shows_terms_queries_and_the_reason() -> None:
     assert "include:_spf.example.org: no match" in lines
     assert "-all: match, fail" in lines
     assert lines[-1] == "result: fail"
+
+
+# -- bounded work: records of the largest size one DNS answer carries --------
+
+MAX_RECORD = 65_000
+
+
+def _check_record(record: str, sender: str = "user@example.org") -> CheckResult:
+    return _check(_zone({"example.org": record}), sender=sender)
+
+
+HOSTILE_RECORDS = {
+    "exists-many-d": lambda n: "v=spf1 exists:" + "%{d}" * (n // 4) + " -all",
+    "a-many-d-labels": lambda n: "v=spf1 a:" + "%{d}." * (n // 5) + "x -all",
+    "include-many-l": lambda n: "v=spf1 include:" + "%{l}" * (n // 4) + " -all",
+    "exp-many-s": lambda n: "v=spf1 -all exp=%{d}" + "." * (n // 2) + "x",
+    "literal-many-labels": lambda n: "v=spf1 a:" + "a." * (n // 2) + "org -all",
+}
+
+
+@pytest.mark.parametrize("make", HOSTILE_RECORDS.values(), ids=HOSTILE_RECORDS.keys())
+def test_check_time_grows_at_most_linearly_with_the_record(
+    make: Callable[[int], str],
+) -> None:
+    assert growth(make, _check_record, 1000) < LINEAR_BOUND
+
+
+@pytest.mark.parametrize("make", HOSTILE_RECORDS.values(), ids=HOSTILE_RECORDS.keys())
+def test_a_check_of_a_hostile_record_costs_no_more_than_of_a_plain_one(
+    make: Callable[[int], str],
+) -> None:
+    plain = "v=spf1 " + " ".join(["ip4:192.0.2.1"] * (MAX_RECORD // 14))
+    hostile = make(MAX_RECORD - 30)
+    assert len(hostile) <= MAX_RECORD
+    baseline = best_time(lambda: _check_record(plain), repeat=3)
+    checked = _check_record(hostile)  # parsed once, as the daemon's memo does
+    assert checked.result in set(SpfResult)
+    assert len(checked.problem or "") < 400
+    assert best_time(lambda: _check_record(hostile), repeat=1) < 10 * baseline
+
+
+def test_an_explanation_of_many_macros_is_expanded_only_as_far_as_kept() -> None:
+    zone = _zone(
+        {
+            "example.org": "v=spf1 -all exp=exp.example.org",
+            "exp.example.org": "%{s} " * 12_000,
+        }
+    )
+    started = best_time(lambda: _check(zone, sender="x" * 2000 + "@example.org"))
+    checked = _check(zone, sender="x" * 2000 + "@example.org")
+    assert checked.result is SpfResult.FAIL
+    assert len(checked.explanation or "") <= 256
+    assert started < 10 * best_time(lambda: _check(zone))
+
+
+def test_a_sender_the_size_of_an_smtp_line_costs_linear_time() -> None:
+    record = "v=spf1 exists:%{l}.%{l1r-}.%{s}.x.example.org -all"
+
+    def make(n: int) -> str:
+        return "a-." * n + "b@example.org"
+
+    ratio = growth(make, lambda sender: _check_record(record, sender), 2000)
+    assert ratio < LINEAR_BOUND
+
+
+def _addresses_zone(record: str, names: int, per_name: int) -> Zone:
+    zone = _zone({"example.org": record})
+    for n in range(names):
+        for k in range(per_name):
+            zone.add_a(f"h{n}.example.org", str(ipaddress.IPv4Address((10 << 24) + k)))
+    return zone
+
+
+@pytest.mark.parametrize(
+    ("per_name", "result"),
+    [
+        pytest.param(120, SpfResult.PERMERROR, id="9x120-over-1000"),
+        pytest.param(110, SpfResult.FAIL, id="9x110-within"),
+    ],
+)
+def test_the_records_one_check_reads_are_bounded(
+    per_name: int, result: SpfResult
+) -> None:
+    terms = " ".join(f"a:h{n}.example.org" for n in range(9))
+    checked = _check(_addresses_zone(f"v=spf1 {terms} -all", 9, per_name))
+    assert checked.result is result
+    if result is SpfResult.PERMERROR:
+        assert "more than 1000 DNS records in one check" in (checked.problem or "")
+
+
+def test_the_record_bound_is_a_limit_of_the_check() -> None:
+    terms = " ".join(f"a:h{n}.example.org" for n in range(3))
+    zone = _addresses_zone(f"v=spf1 {terms} -all", 3, 20)
+    assert _check(zone, limits=Limits(max_records=60)).result is SpfResult.PERMERROR
+    assert _check(zone, limits=Limits(max_records=61)).result is SpfResult.FAIL

@@ -6,10 +6,14 @@ import ipaddress
 
 import pytest
 
+from growth import LINEAR_BOUND, growth
 from spf_milter.spf.errors import PermError
 from spf_milter.spf.macro import (
+    MAX_DOMAIN_LENGTH,
     MacroContext,
     expand,
+    expand_domain,
+    expand_head,
     parse_macro_string,
     truncate_domain,
 )
@@ -113,3 +117,96 @@ def test_long_expansion_drops_labels_on_the_left() -> None:
     assert len(truncated) <= 253
     assert name.endswith(truncated)
     assert truncated.startswith("a")
+
+
+# -- bounded work: the text comes from the DNS (64 kB) or the client ---------
+
+
+def _truncated_by_the_rfc(name: str) -> str:
+    """§7.3 word for word: drop the leftmost label while the name is too long."""
+    while len(name) > MAX_DOMAIN_LENGTH and "." in name:
+        name = name.split(".", 1)[1]
+    return name
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("a." * 300 + "example", id="short-labels"),
+        pytest.param(("b" * 63 + ".") * 4 + "example.org", id="long-labels"),
+        pytest.param("a" * 300, id="one-long-label"),
+        pytest.param("a" * 300 + ".org", id="long-label-then-tld"),
+        pytest.param("org." + "a" * 300, id="tld-then-long-label"),
+        pytest.param("a." * 300, id="trailing-dot"),
+        pytest.param("x" * 253, id="exactly-253"),
+        pytest.param("." * 600, id="only-dots"),
+    ],
+)
+def test_truncation_drops_labels_on_the_left_as_the_rfc_says(name: str) -> None:
+    assert truncate_domain(name) == _truncated_by_the_rfc(name)
+
+
+def test_truncation_time_grows_linearly() -> None:
+    assert growth(lambda n: "a." * n, truncate_domain, 2000) < LINEAR_BOUND
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        pytest.param("%{d}" * 200, id="many-d"),
+        pytest.param("%{d}." * 200 + "example", id="many-d-labels"),
+        pytest.param("x%{i}." * 100 + "%{d}", id="ends-with-macro"),
+        pytest.param("%{s}.%{l}.%{h}.%{o}" * 30, id="sender-macros"),
+        pytest.param("%{ir}.%{v}._spf.%{d2}", id="short"),
+        pytest.param("%{d}" + "a" * 300, id="long-last-label"),
+    ],
+)
+def test_domain_expansion_is_the_truncated_whole_expansion(spec: str) -> None:
+    """expand_domain stops early, but names what truncating everything names.
+
+    But for a last label too long for any DNS name: then only its tail.
+    """
+    macros = parse_macro_string(spec)
+    context = _context("192.0.2.3")
+    whole = truncate_domain(expand(macros, context))
+    bounded = expand_domain(macros, context)
+    if len(whole) <= MAX_DOMAIN_LENGTH:
+        assert bounded == whole
+    else:
+        assert whole.endswith(bounded)
+        assert len(bounded) > MAX_DOMAIN_LENGTH
+
+
+def test_domain_expansion_time_does_not_grow_with_the_number_of_macros() -> None:
+    context = _context("192.0.2.3")
+
+    def make(n: int) -> object:
+        return parse_macro_string("%{d}." * n + "example")
+
+    ratio = growth(make, lambda macros: expand_domain(macros, context), 1000)
+    assert ratio < LINEAR_BOUND / 4  # the same work at any size: about 1
+
+
+def test_domain_expansion_of_a_huge_sender_grows_linearly() -> None:
+    macros = parse_macro_string("%{l}.%{d}")
+
+    def make(n: int) -> MacroContext:
+        sender = "a." * n + "x@example.org"
+        return client_macros(ipaddress.ip_address("192.0.2.3"), sender, "h", "r")
+
+    assert growth(make, lambda context: expand_domain(macros, context), 2000) < (
+        LINEAR_BOUND
+    )
+
+
+def test_explanation_expansion_stops_at_its_limit() -> None:
+    macros = parse_macro_string("%{s} " * 10_000, explain=True)
+    text = expand_head(macros, _context("192.0.2.3"), 100)
+    assert text == expand(macros, _context("192.0.2.3"))[:100]
+
+
+def test_macro_parsing_time_grows_linearly() -> None:
+    def make(n: int) -> str:
+        return "%{d2r+-}.%%%_%-x" * (n // 16) + "%{d" + "9" * n + "}"
+
+    assert growth(make, parse_macro_string, 2000) < LINEAR_BOUND

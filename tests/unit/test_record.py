@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+
 import pytest
 
+from growth import LINEAR_BOUND, best_time, growth
 from spf_milter.spf.errors import PermError
 from spf_milter.spf.record import (
     A,
@@ -161,3 +165,101 @@ def test_syntax_errors_anywhere_are_permerror(record: str) -> None:
 def test_non_ascii_record_is_permerror() -> None:
     with pytest.raises(PermError, match="non-ASCII"):
         parse_record("v=spf1 a:caf\u00e9.example -all".encode())
+
+
+# -- bounded work on hostile records (the largest fits one 64 kB TCP answer) --
+
+MAX_RECORD = 65_000  # octets of TXT in one DNS message over TCP, near enough
+
+
+def _parse_or_permerror(text: bytes) -> None:
+    with contextlib.suppress(PermError):
+        parse_record(text)
+
+
+HOSTILE_TERMS = {
+    "toplabel-backtracking": lambda n: b"include:." + b"a" * n + b"!",
+    "hyphen-toplabel-backtracking": lambda n: b"include:.a" + b"-a" * (n // 2) + b"-",
+    "many-dots": lambda n: b"a:" + b"a." * (n // 2) + b"1",
+    "many-dots-and-cidr": lambda n: b"mx:" + b"a." * (n // 2) + b"1/24//64",
+    "long-cidr": lambda n: b"a/" + b"1" * n,
+    "long-dual-cidr": lambda n: b"a/1//" + b"1" * n,
+    "long-ip6": lambda n: b"ip6:" + b"1:" * (n // 2),
+    "long-ip4-cidr": lambda n: b"ip4:192.0.2.0/" + b"9" * n,
+    "macro-digits": lambda n: b"exists:%{d" + b"9" * n + b"}.example",
+    "many-macros": lambda n: b"exists:" + b"%{d}" * (n // 4) + b".example",
+    "unknown-modifier": lambda n: b"x=" + b"%{d}" * (n // 4),
+    "many-terms": lambda n: b" ".join([b"ip4:192.0.2.1"] * (n // 14)),
+}
+
+
+@pytest.mark.parametrize("make", HOSTILE_TERMS.values(), ids=HOSTILE_TERMS.keys())
+def test_parsing_time_grows_linearly_with_the_record(
+    make: Callable[[int], bytes],
+) -> None:
+    ratio = growth(lambda n: b"v=spf1 " + make(n) + b" -all", _parse_or_permerror, 1000)
+    assert ratio < LINEAR_BOUND
+
+
+@pytest.mark.parametrize("make", HOSTILE_TERMS.values(), ids=HOSTILE_TERMS.keys())
+def test_a_hostile_record_of_the_largest_size_costs_no_more_than_a_plain_one(
+    make: Callable[[int], bytes],
+) -> None:
+    plain = b"v=spf1 " + b" ".join([b"ip4:192.0.2.1"] * (MAX_RECORD // 14))
+    hostile = b"v=spf1 " + make(MAX_RECORD - 30)
+    assert len(hostile) <= MAX_RECORD
+    baseline = best_time(lambda: _parse_or_permerror(plain), repeat=3)
+    assert best_time(lambda: _parse_or_permerror(hostile), repeat=1) < 10 * baseline
+
+
+@pytest.mark.parametrize(
+    "term",
+    [
+        pytest.param("a/" + "1" * 5000, id="cidr4"),
+        pytest.param("a//" + "1" * 5000, id="cidr6"),
+        pytest.param("ip4:192.0.2.0/" + "3" * 5000, id="ip4-cidr"),
+        pytest.param("ip6:2001:db8::/" + "1" * 5000, id="ip6-cidr"),
+        pytest.param("exists:%{d" + "1" * 5000 + "}.example", id="macro-digits"),
+        pytest.param("exists:%{d" + "0" * 5000 + "}.example", id="macro-zero"),
+    ],
+)
+def test_numbers_too_long_for_int_are_permerror_or_parsed(term: str) -> None:
+    """Python's int() refuses more than 4,300 digits; the record must not care."""
+    problem = ""
+    try:
+        parse_record(f"v=spf1 {term} -all".encode())
+    except PermError as error:
+        problem = error.problem
+    assert len(problem) < 200  # the problem quotes a piece, not 5 kB
+
+
+def test_a_long_macro_digit_count_keeps_every_label() -> None:
+    record = parse_record(b"v=spf1 exists:%{d" + b"9" * 5000 + b"}.example -all")
+    assert isinstance(record.directives[0].mechanism, Exists)
+
+
+@pytest.mark.parametrize(
+    ("domain", "valid"),
+    [
+        ("example.org", True),
+        ("example.org.", True),
+        ("example.123", False),
+        ("example.1-2", True),
+        ("example.-a", False),
+        ("example.a-", False),
+        ("example.a--b", True),
+        ("example.", False),
+        ("example..", False),
+        ("example.org..", False),
+        ("example.o_g", False),
+        ("example", False),
+        (".org", True),
+    ],
+)
+def test_domain_end_is_a_dot_and_a_toplabel(domain: str, valid: bool) -> None:
+    try:
+        parse_record(f"v=spf1 include:{domain}".encode())
+    except PermError:
+        assert not valid
+    else:
+        assert valid

@@ -6,6 +6,12 @@ one place, check_host(); they never leave the engine.
 
 from __future__ import annotations
 
+from typing import Final
+
+# How much of a published text a problem quotes: problems reach logs and
+# header fields, and a record can be 64 kB.
+MAX_SHOWN: Final = 64
+
 
 class SpfError(Exception):
     """An error that ends the evaluation of an SPF record."""
@@ -21,3 +27,10 @@ class PermError(SpfError):
 
 class TempError(SpfError):
     """A transient (generally DNS) error happened (§2.6.6)."""
+
+
+def shown(text: str) -> str:
+    """Return ``text`` quoted for a problem, cut to its first MAX_SHOWN characters."""
+    if len(text) <= MAX_SHOWN:
+        return repr(text)
+    return repr(text[:MAX_SHOWN]) + "..."

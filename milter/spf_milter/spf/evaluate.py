@@ -28,11 +28,12 @@ from spf_milter.spf.explain import (
     sanitise_explanation,
 )
 from spf_milter.spf.limits import DEFAULT_LIMITS, Limits
-from spf_milter.spf.lookup import DnsError, Lookup
+from spf_milter.spf.lookup import DnsAnswerTooLarge, DnsError, Lookup
 from spf_milter.spf.macro import (
     MacroContext,
     MacroString,
-    expand,
+    expand_domain,
+    expand_head,
     truncate_domain,
 )
 from spf_milter.spf.names import (
@@ -67,12 +68,27 @@ FetchAddresses = Callable[[str], Coroutine[Any, Any, Sequence[IPAddress]]]
 _MASKS4: Final = tuple(((1 << n) - 1) << (32 - n) for n in range(33))
 _MASKS6: Final = tuple(((1 << n) - 1) << (128 - n) for n in range(129))
 
+# How much of an explanation is expanded, in multiples of the length kept:
+# what sanitising strips (leading spaces) must not leave it empty too soon.
+_EXPANDED_EXPLANATION: Final = 4
+
 RESULT_OF: Final = {
     Qualifier.PASS: SpfResult.PASS,
     Qualifier.FAIL: SpfResult.FAIL,
     Qualifier.SOFTFAIL: SpfResult.SOFTFAIL,
     Qualifier.NEUTRAL: SpfResult.NEUTRAL,
 }
+
+
+def dns_failure(error: DnsError) -> SpfError:
+    """Return what a failed query makes of the check (§2.6.6, §4.6.4).
+
+    A temperror, unless the answer was refused for its size: the zone
+    publishes it that way, so asking again would give the same.
+    """
+    if isinstance(error, DnsAnswerTooLarge):
+        return PermError(str(error))
+    return TempError(str(error))
 
 
 class _Outcome:
@@ -147,6 +163,7 @@ class _Check:
         "prefetched",
         "prefetching",
         "receiver",
+        "records",
         "sender",
         "trace",
         "void_lookups",
@@ -176,6 +193,7 @@ class _Check:
         self.clock = clock
         self.dns_terms = 0
         self.void_lookups = 0
+        self.records = 0
         self.prefetched = 0
         self.prefetching = limits.prefetch and trace is None
         self.sender = sender
@@ -256,7 +274,8 @@ class _Check:
             else:
                 texts = await self.lookup.txt(name)
         except DnsError as error:
-            raise TempError(str(error)) from None
+            raise dns_failure(error) from None
+        self.count_records(len(texts))
         record = select_record(tuple(texts))
         if self.trace is not None:
             self.trace_record(name, texts)
@@ -418,7 +437,8 @@ class _Check:
         answers = await gather_eagerly([fetch(host) for host in hosts], DnsError)
         for answer in answers:
             if isinstance(answer, DnsError):
-                raise TempError(str(answer))
+                raise dns_failure(answer)
+            self.count_records(len(answer))
             if self.any_in_network(answer, cidr4, cidr6):
                 return True
         return False
@@ -471,6 +491,7 @@ class _Check:
             names = await self.lookup.ptr(self.ip.reverse_pointer)
         except DnsError:
             return None
+        self.count_records(len(names))
         # §4.6.4: names past the tenth are ignored.
         return names[: self.limits.max_ptr_names]
 
@@ -509,16 +530,18 @@ class _Check:
             self.note(f"{printable(name)} is not a valid DNS name: no records")
             return []
         try:
-            return await method(name)
+            answer = await method(name)
         except DnsError as error:
-            raise TempError(str(error)) from None
+            raise dns_failure(error) from None
+        self.count_records(len(answer))
+        return answer
 
     async def target(self, spec: MacroString, name: str) -> str:
         """Expand a domain-spec into the name to query (§7.3, §4.8)."""
         target = self.target_now(spec, name)
         if target is not None:
             return target
-        return query_name(truncate_domain(await self.expand(spec, name)))
+        return query_name(expand_domain(spec, await self.full_context(spec, name)))
 
     def target_now(self, spec: MacroString, name: str) -> str | None:
         """Return target() if it needs no DNS (no %{p}), else None."""
@@ -526,15 +549,16 @@ class _Check:
             return query_name(truncate_domain(spec.literal))
         if "p" in spec.letters:
             return None
-        return query_name(truncate_domain(expand(spec, self.context_for(spec, name))))
+        return query_name(expand_domain(spec, self.context_for(spec, name)))
 
-    async def expand(self, spec: MacroString, name: str) -> str:
+    async def full_context(self, spec: MacroString, name: str) -> MacroContext:
+        """Return the macro values ``spec`` needs, %{p} included."""
         context = self.context_for(spec, name)
         if "p" in spec.letters:
             context = dataclasses.replace(
                 context, validated_name=await self.validated_name(name)
             )
-        return expand(spec, context)
+        return context
 
     def context_for(self, spec: MacroString, name: str) -> MacroContext:
         """Return the macro values ``spec`` needs, but for %{p}."""
@@ -552,6 +576,15 @@ class _Check:
             raise PermError(
                 f"more than {self.limits.max_dns_terms} DNS-querying terms"
                 " (RFC 7208 section 4.6.4)"
+            )
+
+    def count_records(self, count: int) -> None:
+        """Count the records of an answer against the check's work bound."""
+        self.records += count
+        if self.records > self.limits.max_records:
+            raise PermError(
+                f"more than {self.limits.max_records} DNS records in one check"
+                " (a bound on the work of a check)"
             )
 
     def count_void(self, name: str) -> None:
@@ -576,5 +609,8 @@ class _Check:
                 explain_string = await fetch_explanation(self.lookup, domain, self.note)
         if explain_string is None:
             explain_string = parse_explain_string(self.limits.default_explanation)
-        text = await self.expand(explain_string, name)
+        # Only the start of the text is kept: expand no more than can be.
+        limit = _EXPANDED_EXPLANATION * self.limits.max_explanation_length
+        context = await self.full_context(explain_string, name)
+        text = expand_head(explain_string, context, limit)
         return sanitise_explanation(text, self.limits.max_explanation_length)

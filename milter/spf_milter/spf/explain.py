@@ -7,12 +7,13 @@ explanation, and what comes out is one short line of printable ASCII.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
+from typing import Final
 
 from spf_milter.spf.errors import PermError
 from spf_milter.spf.lookup import DnsError, Lookup
 from spf_milter.spf.macro import MacroString, parse_macro_string
+from spf_milter.spf.memo import SizedMemo, text_cost
 
 
 async def fetch_explanation(
@@ -38,12 +39,24 @@ async def fetch_explanation(
         return None
 
 
-@functools.lru_cache(maxsize=1024)
-def _parse_explain_string(text: str) -> MacroString | PermError:
+# The parsed explain-strings kept, at most (an estimate, memo.py).
+EXPLAIN_MEMO_BYTES: Final = 4 * 1024 * 1024
+
+
+def _parse_explain(text: str) -> MacroString | PermError:
     try:
         return parse_macro_string(text, explain=True)
     except PermError as error:
         return error
+
+
+def _explain_cost(text: str) -> int:
+    return text_cost(len(text))
+
+
+_parse_explain_string: Final = SizedMemo(
+    _parse_explain, _explain_cost, EXPLAIN_MEMO_BYTES
+)
 
 
 def parse_explain_string(text: str) -> MacroString:

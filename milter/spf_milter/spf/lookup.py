@@ -29,6 +29,14 @@ class DnsServerFailure(DnsError):
     """The server answered SERVFAIL, REFUSED or another error code."""
 
 
+class DnsAnswerTooLarge(DnsError):
+    """The answer held more records than the resolver reads for one query.
+
+    The records are published that way, so asking again gives the same:
+    the engine makes it a permerror, as it does the limits of §4.6.4.
+    """
+
+
 class Lookup(Protocol):
     """Asynchronous DNS queries, answered from the client's point of view.
 
@@ -36,7 +44,8 @@ class Lookup(Protocol):
     does not exist (NXDOMAIN) or has no records of that type (NODATA):
     RFC 7208 treats both alike and counts both as void lookups (§4.6.4).
     Implementations follow CNAMEs. Anything else that keeps the answer
-    from being known raises DnsError (DnsTimeout, DnsServerFailure).
+    from being known raises DnsError (DnsTimeout, DnsServerFailure,
+    DnsAnswerTooLarge).
     """
 
     async def txt(self, name: str) -> list[bytes]:

@@ -12,7 +12,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Final
 
-from spf_milter.spf.errors import PermError
+from spf_milter.spf.errors import PermError, shown
 
 # RFC 7208 §7.1: the letters allowed in any macro-string; "c", "r" and "t"
 # only in the explanation text (§7.2, §7.3).
@@ -25,6 +25,11 @@ _UNRESERVED: Final = "-._~"
 
 # RFC 7208 §7.3: an expanded name longer than this loses labels on the left.
 MAX_DOMAIN_LENGTH: Final = 253
+# A digit transformer keeps that many labels (§7.3); a value has no more
+# labels than characters, so any count past this keeps them all, and a
+# longer digit string is never handed to int() (it refuses 4,300 digits).
+_MAX_KEEP_DIGITS: Final = 9
+_KEEP_ALL: Final = 10**_MAX_KEEP_DIGITS
 
 # §7.1: "%{" macro-letter transformers *delimiter "}", transformers = *DIGIT
 # ["r"]; ABNF strings are case-insensitive (RFC 5234 §2.3), so "R" too.
@@ -144,7 +149,7 @@ def _check_literal(char: str, text: str, *, explain: bool) -> None:
     # macro-literal = %x21-24 / %x26-7E; explain-string adds SP (§7.1, §6.2).
     if "\x21" <= char <= "\x7e" or (explain and char == " "):
         return
-    raise PermError(f"invalid character {char!r} in {text!r}")
+    raise PermError(f"invalid character {char!r} in {shown(text)}")
 
 
 def _parse_expand(
@@ -152,14 +157,11 @@ def _parse_expand(
 ) -> tuple[MacroExpand, int]:
     found = _MACRO_EXPAND.match(text, pos)
     if found is None:
-        raise PermError(f"invalid macro at {text[pos : pos + 12]!r} in {text!r}")
+        raise PermError(f"invalid macro at {text[pos : pos + 12]!r} in {shown(text)}")
     letter, digits, reverse, delimiters = found.groups()
     if letter.lower() not in letters:
-        raise PermError(f"macro letter {letter!r} is not allowed here in {text!r}")
-    keep = int(digits) if digits else None
-    if keep == 0:
-        # §7.3: "If a DIGIT is specified, the value MUST be nonzero."
-        raise PermError(f"zero transformer in {found.group()!r}")
+        raise PermError(f"macro letter {letter!r} is not allowed here in {shown(text)}")
+    keep = _keep(digits, found.group())
     macro = MacroExpand(
         letter=letter.lower(),
         keep=keep,
@@ -170,8 +172,25 @@ def _parse_expand(
     return macro, found.end()
 
 
+def _keep(digits: str, macro: str) -> int | None:
+    """Return the number of labels a digit transformer keeps; None for all."""
+    if not digits:
+        return None
+    significant = digits.lstrip("0")
+    if not significant:
+        # §7.3: "If a DIGIT is specified, the value MUST be nonzero."
+        raise PermError(f"zero transformer in {shown(macro)}")
+    if len(significant) > _MAX_KEEP_DIGITS:
+        return _KEEP_ALL
+    return int(significant)
+
+
 def expand(macros: MacroString, context: MacroContext) -> str:
-    """Expand a parsed macro-string against ``context`` (§7.3)."""
+    """Expand a parsed macro-string against ``context`` (§7.3), all of it.
+
+    For names and explanations, which only keep one end of the expansion,
+    expand_domain and expand_head bound the work by what is kept.
+    """
     out: list[str] = []
     for part in macros.parts:
         if isinstance(part, str):
@@ -179,6 +198,54 @@ def expand(macros: MacroString, context: MacroContext) -> str:
         else:
             out.append(_expand_one(part, context.value(part.letter)))
     return "".join(out)
+
+
+def expand_domain(macros: MacroString, context: MacroContext) -> str:
+    """Return the name a domain-spec expands to, shortened as §7.3 says.
+
+    Truncation keeps at most the rightmost MAX_DOMAIN_LENGTH characters,
+    so the parts are expanded right to left, and only until two characters
+    more than that are known: a record of 16,000 ``%{d}`` costs what two
+    do. The name comes out as truncate_domain() would make it of the whole
+    expansion, but for a last label longer than MAX_DOMAIN_LENGTH (which
+    no DNS name can hold): then it is only that label's tail.
+    """
+    keep = MAX_DOMAIN_LENGTH + 2
+    out: list[str] = []
+    length = 0
+    for part in reversed(macros.parts):
+        piece = (
+            part
+            if isinstance(part, str)
+            else _expand_one(part, context.value(part.letter))
+        )
+        out.append(piece)
+        length += len(piece)
+        if length >= keep:
+            break
+    out.reverse()
+    return truncate_domain("".join(out)[-keep:])
+
+
+def expand_head(macros: MacroString, context: MacroContext, limit: int) -> str:
+    """Return the first ``limit`` characters of the expansion of ``macros``.
+
+    For an explanation, which is cut short anyway: the parts after the
+    first ``limit`` characters are never expanded.
+    """
+    out: list[str] = []
+    length = 0
+    for part in macros.parts:
+        piece = (
+            part
+            if isinstance(part, str)
+            else _expand_one(part, context.value(part.letter))
+        )
+        out.append(piece)
+        length += len(piece)
+        if length >= limit:
+            break
+    return "".join(out)[:limit]
 
 
 def _expand_one(macro: MacroExpand, value: str) -> str:
@@ -203,7 +270,15 @@ def _split(value: str, delimiters: str) -> list[str]:
 
 
 def truncate_domain(name: str) -> str:
-    """Drop labels on the left until ``name`` fits in 253 characters (§7.3)."""
-    while len(name) > MAX_DOMAIN_LENGTH and "." in name:
-        name = name.split(".", 1)[1]
-    return name
+    """Drop labels on the left until ``name`` fits in 253 characters (§7.3).
+
+    In one pass: the result starts after the first dot that leaves at most
+    MAX_DOMAIN_LENGTH characters; with no such dot, labels are dropped
+    until none is left to drop, leaving the last label.
+    """
+    if len(name) <= MAX_DOMAIN_LENGTH:
+        return name
+    dot = name.find(".", len(name) - MAX_DOMAIN_LENGTH - 1)
+    if dot >= 0:
+        return name[dot + 1 :]
+    return name.rpartition(".")[2]

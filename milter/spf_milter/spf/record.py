@@ -9,22 +9,24 @@ are turned into integers once, so matching is an AND and a compare.
 from __future__ import annotations
 
 import enum
-import functools
 import ipaddress
 import re
 from dataclasses import dataclass
 from typing import Final
 
-from spf_milter.spf.errors import PermError
+from spf_milter.spf.errors import PermError, shown
 from spf_milter.spf.macro import MacroString, parse_macro_string
+from spf_milter.spf.memo import SizedMemo, text_cost
 
 VERSION: Final = "v=spf1"
-MAX_CACHED_RECORDS: Final = 4096
+# The parsed records kept, at most (an estimate of their memory, memo.py).
+RECORD_MEMO_BYTES: Final = 32 * 1024 * 1024
 
-# §12: toplabel = ( *alphanum ALPHA *alphanum ) /
-#                 ( 1*alphanum "-" *( alphanum / "-" ) alphanum )
-TOPLABEL: Final = r"(?:[0-9a-z]*[a-z][0-9a-z]*|[0-9a-z]+-[0-9a-z-]*[0-9a-z])"
-_DOMAIN_END = re.compile(r"\." + TOPLABEL + r"\.?\Z", re.ASCII | re.IGNORECASE)
+# Every pattern below runs in time linear in its input: a record comes from
+# anyone's DNS, up to 64 kB of it, and one regex call holds the GIL (no
+# nested quantifiers over the same characters; the toplabel is checked by
+# is_toplabel, not by a regex that backtracks).
+_LDH = re.compile(r"[0-9a-z-]+\Z", re.ASCII | re.IGNORECASE)
 _MODIFIER = re.compile(r"([a-z][a-z0-9_.\-]*)=(.*)\Z", re.ASCII | re.IGNORECASE | re.S)
 _MECHANISM = re.compile(r"([a-z][a-z0-9_.\-]*)(.*)\Z", re.ASCII | re.IGNORECASE | re.S)
 # §12: ip4-cidr-length = "/" ("0" / %x31-39 0*1DIGIT), and so on; the
@@ -32,6 +34,9 @@ _MECHANISM = re.compile(r"([a-z][a-z0-9_.\-]*)(.*)\Z", re.ASCII | re.IGNORECASE 
 _DUAL_CIDR = re.compile(
     r"(.*?)(?:/(0|[1-9]\d*))?(?://(0|[1-9]\d*))?\Z", re.ASCII | re.S
 )
+# CIDR lengths are at most 3 digits (/128); longer ones are out of range
+# without asking int(), which refuses more than 4,300 digits.
+_MAX_CIDR_DIGITS: Final = 3
 _QNUM = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]\d|\d)"
 _IP4_NETWORK = re.compile(rf"{_QNUM}(?:\.{_QNUM}){{3}}\Z", re.ASCII)
 _IP6_NETWORK = re.compile(r"[0-9a-f:.]+\Z", re.ASCII | re.IGNORECASE)
@@ -133,32 +138,28 @@ def is_spf_record(text: bytes) -> bool:
     return text[:6].lower() == b"v=spf1" and (len(text) == 6 or text[6:7] == b" ")
 
 
-@functools.lru_cache(maxsize=MAX_CACHED_RECORDS)
-def parse_record_cached(text: bytes) -> Record | PermError:
-    """Parse ``text`` once per distinct record text; return the error if any.
-
-    A memo of a pure function: records are immutable and most senders use
-    the same few records, so warm checks skip parsing altogether.
-    """
-    try:
-        return parse_record(text)
-    except PermError as error:
-        return error
-
-
-@functools.lru_cache(maxsize=MAX_CACHED_RECORDS)
-def select_record(texts: tuple[bytes, ...]) -> Record | PermError | None:
-    """Return the one SPF record among a name's TXT records (§4.5), parsed.
-
-    None when there is none; a PermError for several or for a syntax error.
-    A memo, like parse_record_cached: a warm check pays one dict lookup.
-    """
+def _select_record(texts: tuple[bytes, ...]) -> Record | PermError | None:
     records = [text for text in texts if is_spf_record(text)]
     if not records:
         return None
     if len(records) > 1:
         return PermError(f"{len(records)} SPF records, not one")
-    return parse_record_cached(records[0])
+    try:
+        return parse_record(records[0])
+    except PermError as error:
+        return error
+
+
+def _answer_cost(texts: tuple[bytes, ...]) -> int:
+    return text_cost(sum(len(text) for text in texts))
+
+
+# select_record(texts): the one SPF record among a name's TXT records
+# (§4.5), parsed; None when there is none, a PermError for several or for a
+# syntax error. A memo of a pure function: records are immutable and most
+# senders use the same few, so a warm check pays one dict lookup. Bounded
+# in bytes: each answer counts as text_cost() of all its TXT texts.
+select_record: Final = SizedMemo(_select_record, _answer_cost, RECORD_MEMO_BYTES)
 
 
 def parse_record(raw: bytes) -> Record:
@@ -207,7 +208,7 @@ def _parse_directive(term: str) -> Directive:
         body = term[1:]
     found = _MECHANISM.match(body)
     if found is None:
-        raise PermError(f"unknown term {term!r}")
+        raise PermError(f"unknown term {shown(term)}")
     name, argument = found.group(1).lower(), found.group(2)
     return Directive(qualifier, _parse_mechanism(name, argument, term), term)
 
@@ -229,12 +230,12 @@ def _parse_mechanism(name: str, argument: str, term: str) -> Mechanism:
             return _parse_ip6(argument, term)
         case "exists":
             return Exists(_required_domain(argument, term))
-    raise PermError(f"unknown mechanism {term!r}")
+    raise PermError(f"unknown mechanism {shown(term)}")
 
 
 def _required_domain(argument: str, term: str) -> MacroString:
     if not argument.startswith(":"):
-        raise PermError(f"{term!r} needs ':' and a domain")
+        raise PermError(f"{shown(term)} needs ':' and a domain")
     return parse_domain_spec(argument[1:], term)
 
 
@@ -249,7 +250,7 @@ def _domain_and_dual_cidr(
 ) -> tuple[MacroString | None, int, int]:
     found = _DUAL_CIDR.match(argument)
     if found is None:  # cannot happen: the pattern matches any string
-        raise PermError(f"invalid argument in {term!r}")
+        raise PermError(f"invalid argument in {shown(term)}")
     domain_part, cidr4, cidr6 = found.groups()
     domain = _optional_domain(domain_part, term)
     return domain, _cidr(cidr4, 32, term), _cidr(cidr6, 128, term)
@@ -258,16 +259,16 @@ def _domain_and_dual_cidr(
 def _cidr(digits: str | None, maximum: int, term: str) -> int:
     if digits is None:
         return maximum
-    length = int(digits)
-    if length > maximum:
-        raise PermError(f"CIDR length /{digits} out of range in {term!r}")
-    return length
+    if len(digits) > _MAX_CIDR_DIGITS or int(digits) > maximum:
+        shown_digits = digits if len(digits) <= _MAX_CIDR_DIGITS else digits[:4] + "..."
+        raise PermError(f"CIDR length /{shown_digits} out of range in {shown(term)}")
+    return int(digits)
 
 
 def _parse_ip4(argument: str, term: str) -> IpNetwork:
     network, length = _network_and_cidr(argument, 32, term)
     if not _IP4_NETWORK.match(network):
-        raise PermError(f"invalid IPv4 network in {term!r}")
+        raise PermError(f"invalid IPv4 network in {shown(term)}")
     mask = _mask(length, 32)
     return IpNetwork(4, int(ipaddress.IPv4Address(network)) & mask, mask)
 
@@ -279,19 +280,19 @@ def _parse_ip6(argument: str, term: str) -> IpNetwork:
             raise ValueError(network)
         address = ipaddress.IPv6Address(network)
     except ValueError:
-        raise PermError(f"invalid IPv6 network in {term!r}") from None
+        raise PermError(f"invalid IPv6 network in {shown(term)}") from None
     mask = _mask(length, 128)
     return IpNetwork(6, int(address) & mask, mask)
 
 
 def _network_and_cidr(argument: str, maximum: int, term: str) -> tuple[str, int]:
     if not argument.startswith(":"):
-        raise PermError(f"{term!r} needs ':' and a network")
+        raise PermError(f"{shown(term)} needs ':' and a network")
     network, slash, digits = argument[1:].partition("/")
     if not slash:
         return network, maximum
     if not re.fullmatch(r"0|[1-9]\d*", digits, re.ASCII):
-        raise PermError(f"invalid CIDR length in {term!r}")
+        raise PermError(f"invalid CIDR length in {shown(term)}")
     return network, _cidr(digits, maximum, term)
 
 
@@ -305,6 +306,27 @@ def parse_domain_spec(text: str, term: str) -> MacroString:
     if spec.ends_with_expand:
         return spec
     last = spec.parts[-1] if spec.parts else ""
-    if not isinstance(last, str) or not _DOMAIN_END.search(last):
-        raise PermError(f"invalid domain {text!r} in {term!r}")
+    if not isinstance(last, str) or not _has_domain_end(last):
+        raise PermError(f"invalid domain {shown(text)} in {shown(term)}")
     return spec
+
+
+def _has_domain_end(text: str) -> bool:
+    """Return whether ``text`` ends in a domain-end: "." toplabel ["."] (§12)."""
+    name = text[:-1] if text.endswith(".") else text
+    _, dot, label = name.rpartition(".")
+    return bool(dot) and is_toplabel(label)
+
+
+def is_toplabel(label: str) -> bool:
+    """Return whether ``label`` is a toplabel (§12), in one pass over it.
+
+    toplabel = ( *alphanum ALPHA *alphanum ) /
+               ( 1*alphanum "-" *( alphanum / "-" ) alphanum ):
+    letters, digits and hyphens, neither end a hyphen, and not all digits
+    (a hyphen is no digit). As one regex, its nested stars backtrack in
+    time quadratic in the label.
+    """
+    if not _LDH.match(label) or label[0] == "-" or label[-1] == "-":
+        return False
+    return not label.isdigit()
