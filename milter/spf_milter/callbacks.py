@@ -617,7 +617,8 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         so the MTA still calls eom, which removes forged fields), but never
         undoes a recipient's refusal already decided, and never passes a
         message that may still carry a forged field: an error in header(),
-        or in eom() when the message had one, is answered with tempfail.
+        or in eom() when the message had one (or a client's Received-SPF),
+        is answered with tempfail.
         """
         if not logged:
             self.log_error(callback)
@@ -636,7 +637,10 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         if callback == "header":
             return False  # a field was not looked at: it may be forged
         transaction = self.conn.transaction if self.conn else None
-        return callback != "eom" or transaction is None or not transaction.forged
+        if callback != "eom" or transaction is None:
+            return True
+        client_fields = self.client_received_spf.of(transaction)
+        return not transaction.forged and not client_fields
 
     def _try_reply(self, reply: SmtpReply) -> None:
         try:

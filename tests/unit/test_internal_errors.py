@@ -123,6 +123,8 @@ def test_accept_never_passes_a_message_that_carried_a_forged_field(
 ) -> None:
     monkeypatch.setattr("spf_milter.callbacks.header_fields", lambda *a: 1 / 0)
     forged = harness.session(headers=[FORGED])
+    client_spf = harness.session(headers=[("Received-SPF", "pass (forged)")])
     clean = harness.session(headers=[("Subject", "hello")])
     assert forged.replies["eom"] == Milter.TEMPFAIL
+    assert client_spf.replies["eom"] == Milter.TEMPFAIL  # a DMARC reader's input
     assert clean.replies["eom"] == Milter.ACCEPT
