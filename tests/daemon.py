@@ -3,24 +3,31 @@
 ``MilterDaemon`` writes a configuration and a policy into a work directory,
 starts the console script, waits until the socket accepts connections and
 stops it with SIGTERM (SIGKILL after a bound). Its stderr log is kept in a
-file so tests can read what the daemon logged.
+file so tests can read what the daemon logged; leaving a ``with`` block fails
+the test if the daemon logged anything at WARNING or above that the test did
+not declare (``expected_log``, ``expect_log()``).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
 START_TIMEOUT = 30.0  # generous: a busy machine starts slowly
 STOP_TIMEOUT = 10.0  # the daemon stops well within 1 s; generous for a busy machine
+# A line of the daemon's stderr log (logsetup.STDERR_FORMAT) at WARNING or above.
+SERIOUS = re.compile(
+    r"^\S+ \S+ (?:WARNING|ERROR|CRITICAL) (?P<message>.*)$", re.MULTILINE
+)
 
 
 def free_port() -> int:
@@ -55,8 +62,12 @@ class MilterDaemon:
         policy: str,
         nameserver: str,
         unix_socket: bool = False,
+        expected_log: Sequence[str] = (),
     ) -> None:
         self.work_dir = work_dir
+        # Patterns of the WARNING-or-above lines this test provokes on purpose;
+        # any other such line fails the test when the daemon is left (STYLE.md).
+        self.expected_log = list(expected_log)
         self.port = free_port()
         self.socket_path = work_dir / "spf-milter.sock"
         self.config_path = work_dir / "spf-milter.yaml"
@@ -135,7 +146,7 @@ class MilterDaemon:
         return text[start:]
 
     def wait_for_log(
-        self, predicate: Callable[[str], bool], timeout: float = 5.0
+        self, predicate: Callable[[str], bool], timeout: float = 30.0
     ) -> str:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -163,6 +174,18 @@ class MilterDaemon:
             self.log_path.read_text(errors="replace") if self.log_path.is_file() else ""
         )
 
+    def expect_log(self, pattern: str) -> None:
+        """Allow WARNING-or-above lines matching ``pattern`` (re.search)."""
+        self.expected_log.append(pattern)
+
+    def unexpected_log(self) -> list[str]:
+        """Return the WARNING-or-above lines no expected pattern allows."""
+        return [
+            line.group(0)
+            for line in SERIOUS.finditer(self.log())
+            if not any(re.search(p, line.group("message")) for p in self.expected_log)
+        ]
+
     def __enter__(self) -> MilterDaemon:
         try:
             self.start()
@@ -178,3 +201,6 @@ class MilterDaemon:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+        if exc_type is None:
+            unexpected = self.unexpected_log()
+            assert unexpected == [], "the daemon logged:\n" + "\n".join(unexpected)
