@@ -6,11 +6,14 @@ and no other. Both sides come from the code, not from a list kept here: the
 keys are those of every mapping the loaders read (each Fields reader and the
 keys it allows) while loading the shipped samples and a policy written in
 every form, so a key added to the code fails this test until the page has it.
+The defaults the page states for the daemon's keys and the policy's results
+are those of the code.
 """
 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import re
 import shutil
 import subprocess
@@ -23,6 +26,8 @@ from spf_milter import config, configpolicy
 from spf_milter.cli import build_parser
 from spf_milter.configfields import Fields
 from spf_milter.configyaml import Context, KeyPath, Node
+from spf_milter.policy import DEFAULT_RULE
+from spf_milter.spf import SpfResult
 
 TOP = Path(__file__).resolve().parents[2]
 MAN = TOP / "docs" / "man"
@@ -47,6 +52,8 @@ domains:
 EVERY_FORM_DOMAIN_FILE = "helo: {pass: accept}\nsubdomains: false\n"
 
 Read = tuple[Path, KeyPath, frozenset[str]]
+# Defaults the page describes in words: the host name, the file's directory.
+DESCRIBED_DEFAULTS = ("authserv_id", "policy", "policy_dir", "headers.receiver")
 
 
 @pytest.mark.skipif(shutil.which("mandoc") is None, reason="mandoc is not installed")
@@ -131,26 +138,43 @@ def accepted_keys(reads: list[Read]) -> dict[str, set[str]]:
     return lists
 
 
-def documented_keys(page: str) -> dict[str, set[str]]:
-    """Return the ``.It Ic KEY`` items of each list marked ``.\\" keys: NAME``."""
-    lists: dict[str, set[str]] = {}
-    name: str | None = None
+Item = tuple[list[str], list[str]]  # keys written together, their text
+
+
+def marked_lists(page: str) -> dict[str, list[Item]]:
+    """Return the items (``.It Ic KEY``) of each list marked ``.\\" keys: NAME``.
+
+    Items written one after the other (``.It Ic user`` ``.It Ic group``)
+    share the text that follows them.
+    """
+    lists: dict[str, list[Item]] = {}
+    items: list[Item] = []
     depth = 0
     for line in page.splitlines():
         marker = re.fullmatch(r'\.\\" keys: (\S+)', line)
         if marker:
-            name, depth = marker.group(1), 0
-            lists[name] = set()
-        elif name is None:
-            continue
+            items = lists.setdefault(marker.group(1), [])
+            depth = 0
         elif line.startswith(".Bl"):
             depth += 1
         elif line.startswith(".El"):
             depth -= 1
-            name = None if depth == 0 else name
+            items = items if depth > 0 else []
         elif depth == 1 and line.startswith(".It Ic "):
-            lists[name].add(line.split()[2])
+            if not items or items[-1][1]:
+                items.append(([], []))
+            items[-1][0].append(line.split()[2])
+        elif depth >= 1 and items:
+            items[-1][1].append(line)
     return lists
+
+
+def documented_keys(page: str) -> dict[str, set[str]]:
+    """Return the keys of each marked list."""
+    return {
+        name: {key for keys, _ in items for key in keys}
+        for name, items in marked_lists(page).items()
+    }
 
 
 def test_config_page_documents_exactly_the_keys_the_loaders_accept(
@@ -183,6 +207,69 @@ def test_the_marked_lists_are_found() -> None:
     lists = documented_keys(CONFIG_PAGE.read_text())
     assert {"socket", "dns.timeout", "metrics.port"} <= lists["daemon"]
     assert "fail" in lists["result"]
+
+
+def documented_defaults(page: str, list_name: str) -> dict[str, list[str]]:
+    """Return the words after "Default:" (or "Defaults:") of each key's text."""
+    defaults: dict[str, list[str]] = {}
+    for keys, body in marked_lists(page)[list_name]:
+        text = " ".join(line.lstrip(".") for line in body)
+        text = re.sub(r"(^|\s)(Cm|Pa|Ql|Ar|Ic|Pq|Po|Pc|Ns)(?=\s)", " ", text)
+        found = re.search(r"Defaults?:\s*(.*)", text)
+        for key in keys:
+            defaults[key] = found.group(1).split() if found else []
+    return defaults
+
+
+def _as_documented(value: object) -> str | None:
+    """Return a default as the page writes it; None for kinds it describes."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return f"{value:g}"
+    if isinstance(value, str | Path | ipaddress.IPv4Address):
+        return str(value)
+    if isinstance(value, config.UnixSocket | config.InetSocket):
+        return value.connection_string()
+    return None
+
+
+def _code_default(daemon: config.DaemonConfig, key: str) -> object:
+    owner: object = daemon
+    for part in key.split("."):
+        owner = getattr(owner, part, None)
+    return owner
+
+
+def test_config_page_states_the_defaults_of_the_code(tmp_path: Path) -> None:
+    (tmp_path / "spf-milter.yaml").write_text("authserv_id: mx.example\n")
+    daemon = config.load_config(tmp_path / "spf-milter.yaml")  # every default
+    defaults = documented_defaults(CONFIG_PAGE.read_text(), "daemon")
+    compared = []
+    for key, words in defaults.items():
+        expected = _as_documented(_code_default(daemon, key))
+        if expected is None or key in DESCRIBED_DEFAULTS:
+            continue  # a mapping, a list, none, or described in words
+        if len(words) >= 3 and words[1] == "and":  # "Defaults: 0 and 3600."
+            words = words[2:] if key.endswith("max_ttl") else words
+        assert words, f"{key}: no default in {CONFIG_PAGE.name}"
+        assert words[0].rstrip(".") in (expected, expected + ".0"), key
+        compared.append(key)
+    assert len(compared) >= 15  # the parser found the items
+
+
+def test_config_page_states_the_default_action_of_each_result() -> None:
+    defaults = documented_defaults(CONFIG_PAGE.read_text(), "result")
+    assert set(defaults) == {str(result) for result in SpfResult}
+    for result in SpfResult:
+        words = " ".join(defaults[str(result)])
+        if DEFAULT_RULE.helo[result].kind == DEFAULT_RULE.mailfrom[result].kind:
+            assert words == f"{DEFAULT_RULE.helo[result].kind}.", result
+        else:
+            assert words == (
+                f"{DEFAULT_RULE.helo[result].kind} for HELO;"
+                f" {DEFAULT_RULE.mailfrom[result].kind} for MAIL FROM."
+            ), result
 
 
 # -- command line ----------------------------------------------------------------
