@@ -12,7 +12,9 @@ RUN_PACKAGES="libmilter-dev gcc python3-dev python3-venv"
 # system MTA, see apt_install), Cyrus SASL tools for SMTP AUTH tests, and m4
 # and the libraries of Sendmail, which the tests download and unpack (never
 # install: it would conflict with postfix).
-TEST_PACKAGES="postfix sasl2-bin m4 libwrap0 liblockfile1 libdb5.3 libldap-2.5-0 libnsl2 libsasl2-2 libssl3 spamassassin opendmarc"
+# SpamAssassin and OpenDMARC read our header fields as real downstream
+# filters; mandoc lints the man pages, man-db finds them after an install.
+TEST_PACKAGES="postfix sasl2-bin m4 libwrap0 liblockfile1 libdb5.3 libldap-2.5-0 libnsl2 libsasl2-2 libssl3 spamassassin opendmarc mandoc man-db"
 
 say() { printf '==> %s\n' "$*" >&2; }
 
