@@ -92,6 +92,7 @@ def test_sighup_with_a_broken_policy_keeps_the_old_one(tmp_path: Path) -> None:
         tmp_path, config="", policy="", nameserver="127.0.0.1:9"
     ) as daemon:
         daemon.policy_path.write_text("default:\n  mailfrom:\n    fail: rejct\n")
+        daemon.expect_log(r"^reload")  # the errors this test provokes
         text = daemon.reload()
         assert "reload failed" in text
         assert "policy.yaml:3:11: default.mailfrom.fail: unknown action 'rejct'" in text

@@ -225,7 +225,9 @@ def _as_documented(value: object) -> str | None:
     """Return a default as the page writes it; None for kinds it describes."""
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int | float):
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
         return f"{value:g}"
     if isinstance(value, str | Path | ipaddress.IPv4Address):
         return str(value)
