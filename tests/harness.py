@@ -24,7 +24,7 @@ from fakelookup import FakeLookup
 from spf_milter.callbacks import SpfMilter
 from spf_milter.config import load_all
 from spf_milter.eventloop import EventLoop
-from spf_milter.service import Service, Settings
+from spf_milter.service import Service, make_settings
 
 
 class RecordingCtx(TestCtx):  # type: ignore[misc]
@@ -72,7 +72,7 @@ class MilterHarness:
     def __init__(self, config_path: Path, zone: Zone) -> None:
         configuration = load_all(config_path)
         self.lookup = FakeLookup(zone)
-        settings = Settings.from_configuration(configuration, self.lookup)
+        settings = make_settings(configuration, self.lookup)
         self.loop = EventLoop()
         self.loop.start()
         self.service = Service(config_path, settings, self.loop)

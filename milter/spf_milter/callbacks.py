@@ -282,7 +282,7 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         self._note_queue_id()
         helo, mailfrom = self._results(conn, transaction)
         envelope = Envelope(conn.client_ip, conn.helo, transaction.mail_from)
-        decision = decide_for(conn.settings, envelope, recipient, helo, mailfrom)
+        decision = decide_for(conn.settings.policy, envelope, recipient, helo, mailfrom)
         if (
             isinstance(decision.action, Reject | Defer)
             and not conn.settings.config.dry_run
@@ -338,7 +338,10 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         if transaction.skip is None and conn.client_ip is not None:
             helo, mailfrom = self._results(conn, transaction)
             envelope = Envelope(conn.client_ip, conn.helo, transaction.mail_from)
-            fields = header_fields(conn.settings, envelope, helo, mailfrom)
+            config = conn.settings.config
+            fields = header_fields(
+                config.headers, config.authserv_id, envelope, helo, mailfrom
+            )
             # Insert at the top, above the MTA's Received: (RFC 7208 §9.1);
             # inserted last, the first field ends up on top.
             for name, value in reversed(fields):

@@ -15,7 +15,7 @@ import json
 import sys
 from typing import Any
 
-from spf_milter.config import ConfigError, load_all
+from spf_milter.config import EX_CONFIG, ConfigError, load_all
 from spf_milter.outcome import (
     Envelope,
     decide_for,
@@ -26,7 +26,8 @@ from spf_milter.outcome import (
 )
 from spf_milter.policy import in_networks
 from spf_milter.resolver import DnsLookup
-from spf_milter.service import Settings
+from spf_milter.service import make_settings
+from spf_milter.settings import Settings
 from spf_milter.spf import Identity, Limits, Lookup, Trace
 from spf_milter.verify import (
     IdentityCheck,
@@ -35,7 +36,6 @@ from spf_milter.verify import (
     parse_mail_from,
 )
 
-EX_CONFIG = 78
 # The policy is per recipient domain: without one there is nothing to apply.
 NO_RCPT_NOTE = (
     "not applied: add --rcpt ADDRESS to see the rule, the action and the SMTP reply"
@@ -121,7 +121,7 @@ def _run_with_policy(args: argparse.Namespace) -> int:
     lookup = None
     if args.nameserver:
         lookup = DnsLookup(args.nameserver, timeout=configuration.daemon.dns.timeout)
-    settings = Settings.from_configuration(configuration, lookup)
+    settings = make_settings(configuration, lookup)
     trusted = in_networks(args.ip, settings.config.trusted_networks)
     if trusted:
         report: dict[str, Any] = {"trusted": True, "action": "accept", "headers": []}
@@ -163,14 +163,15 @@ def _policy_report(
         "mailfrom": as_json(mailfrom),
     }
     if args.rcpt is not None:
-        decision = decide_for(settings, envelope, args.rcpt, helo, mailfrom)
+        decision = decide_for(settings.policy, envelope, args.rcpt, helo, mailfrom)
         report |= {
             "rcpt_domain": recipient_domain(args.rcpt),
             "rule": decision.rule,
             "action": describe_action(decision, dry_run=settings.config.dry_run),
             "reply": reply_of(decision),
         }
-    fields = header_fields(settings, envelope, helo, mailfrom)
+    config = settings.config
+    fields = header_fields(config.headers, config.authserv_id, envelope, helo, mailfrom)
     report["headers"] = [f"{name}: {value}" for name, value in fields]
     return report
 

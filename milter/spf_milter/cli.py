@@ -10,8 +10,13 @@ from pathlib import Path
 from typing import NoReturn
 
 from spf_milter import __version__, checkcmd, daemon
-from spf_milter.config import ConfigError, load_all
-from spf_milter.resolver import Nameserver, parse_nameserver
+from spf_milter.config import (
+    EX_CONFIG,
+    ConfigError,
+    Nameserver,
+    load_all,
+    parse_nameserver,
+)
 from spf_milter.spf import Identity
 
 EX_USAGE = 2
@@ -171,7 +176,7 @@ def _check_config(path: Path) -> int:
         configuration = load_all(path)
     except ConfigError as error:
         print(error, file=sys.stderr)
-        return daemon.EX_CONFIG
+        return EX_CONFIG
     rules = len(configuration.policy.domains)
     print(
         f"{path}: OK ({rules} domain rule{'' if rules == 1 else 's'} besides the"

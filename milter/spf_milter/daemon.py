@@ -26,6 +26,7 @@ from typing import Final
 
 from spf_milter import __version__, callbacks, logsetup
 from spf_milter.config import (
+    EX_CONFIG,
     ConfigError,
     DaemonConfig,
     InetSocket,
@@ -36,13 +37,12 @@ from spf_milter.config import (
 )
 from spf_milter.eventloop import EventLoop
 from spf_milter.metrics import Metrics, PrometheusMetrics
-from spf_milter.service import Service, Settings, make_cache
+from spf_milter.service import Service, make_cache, make_settings
 
 log = logging.getLogger(__name__)
 
 EX_OK: Final = 0
 EX_SOFTWARE: Final = 70
-EX_CONFIG: Final = 78  # sysexits.h: configuration error
 JOIN_INTERVAL: Final = 0.1  # seconds; the main thread wakes up for signals
 # libmilter's listener looks for a stop request between polls of up to 5 s
 # (MI_CHK_TIME); a signal to its thread ends the poll at once. libmilter
@@ -68,9 +68,7 @@ def run(config_path: Path) -> int:
     cache = make_cache(daemon.dns)
     try:
         metrics = start_metrics(daemon.metrics)
-        settings = Settings.from_configuration(
-            configuration, cache=cache, metrics=metrics
-        )
+        settings = make_settings(configuration, cache=cache, metrics=metrics)
     except (StartupError, ValueError) as error:
         log.error("cannot start: %s", error)
         return EX_CONFIG

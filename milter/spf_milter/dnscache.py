@@ -26,22 +26,24 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
+from spf_milter.config.model import DnsConfig
 from spf_milter.spf.lookup import DnsError
 
 T = TypeVar("T")
 Key = tuple[str, str]  # (record type, lower-case name)
 
-MAX_ENTRIES: Final = 10_000
-MAX_BYTES: Final = 64 * 1024 * 1024
+_DEFAULTS: Final = DnsConfig()  # the bounds spf-milter.yaml defaults to
+MAX_ENTRIES: Final = _DEFAULTS.cache_size
+MAX_BYTES: Final = _DEFAULTS.cache_max_bytes
 # What an entry costs besides its records: the key, the OrderedDict node,
 # the _Entry and the value tuple (an upper bound, measured with tracemalloc);
 # and each record besides its own object: its slot in the tuple and, for an
 # address, the int inside it.
 ENTRY_COST: Final = 512
 RECORD_COST: Final = 64
-MIN_TTL: Final = 0.0
-MAX_TTL: Final = 3600.0
-ERROR_TTL: Final = 2.0
+MIN_TTL: Final = _DEFAULTS.cache_min_ttl
+MAX_TTL: Final = _DEFAULTS.cache_max_ttl
+ERROR_TTL: Final = _DEFAULTS.cache_error_ttl
 
 
 class NotCached(Exception):

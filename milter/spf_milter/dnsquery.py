@@ -48,10 +48,11 @@ import dns.rcode
 import dns.rdata
 import dns.rdatatype
 
+from spf_milter.config.model import Nameserver
+
 # RFC 6891 §6.2.5 leaves the size to the sender; 1232 bytes avoids IP
 # fragmentation on any path (the DNS Flag Day 2020 value, dnspython's default).
 EDNS_PAYLOAD: Final = 1232
-DEFAULT_PORT: Final = 53
 ATTEMPT_TIMEOUT: Final = 2.0  # seconds for one server to answer (dnspython's)
 _MAX_DATAGRAM: Final = 65535
 _SILENT: Final = "no answer"
@@ -86,19 +87,6 @@ class _Unusable(Exception):
 # What ends a server's part in one query: a socket error, a broken TCP
 # answer or CNAME chain, an rcode other than NOERROR/NXDOMAIN/YXDOMAIN.
 _SERVER_DONE: Final = (OSError, EOFError, dns.exception.DNSException, _Unusable)
-
-
-@dataclass(frozen=True, slots=True)
-class Nameserver:
-    """A DNS server to send queries to: an IP address and a port."""
-
-    host: str
-    port: int = DEFAULT_PORT
-
-    def __str__(self) -> str:
-        if ":" in self.host:
-            return f"[{self.host}]:{self.port}"
-        return f"{self.host}:{self.port}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,9 +12,9 @@ import ipaddress
 from dataclasses import dataclass
 
 from spf_milter.action import Accept, Defer, Quarantine, Reject
+from spf_milter.config.model import HeaderConfig
 from spf_milter.headers import render_authentication_results, render_received_spf
-from spf_milter.policy import Decision, Facts, decide
-from spf_milter.service import Settings
+from spf_milter.policy import Decision, Facts, Policy, decide
 from spf_milter.spf import CheckResult, Identity
 from spf_milter.spf.trace import printable
 from spf_milter.verify import IdentityCheck, mail_from_sender
@@ -46,7 +46,7 @@ def recipient_domain(recipient: str) -> str:
 
 
 def decide_for(
-    settings: Settings,
+    policy: Policy,
     envelope: Envelope,
     recipient: str,
     helo: IdentityCheck | None,
@@ -54,7 +54,7 @@ def decide_for(
 ) -> Decision:
     """Return the policy decision for one recipient."""
     return decide(
-        settings.policy,
+        policy,
         recipient_domain=recipient_domain(recipient),
         client_ip=envelope.client_ip,
         helo=helo.result if helo else None,
@@ -64,7 +64,8 @@ def decide_for(
 
 
 def header_fields(
-    settings: Settings,
+    headers: HeaderConfig,
+    authserv_id: str,
     envelope: Envelope,
     helo: IdentityCheck | None,
     mailfrom: IdentityCheck | None,
@@ -75,25 +76,24 @@ def header_fields(
     envelope-from is the MAIL FROM address or, for the null sender,
     postmaster@HELO (§2.4), so no verifier can take it for a HELO result.
     """
-    config = settings.config
     fields: list[tuple[str, str]] = []
-    if config.headers.authentication_results:
+    if headers.authentication_results:
         value = render_authentication_results(
-            authserv_id=config.authserv_id,
+            authserv_id=authserv_id,
             mailfrom=mailfrom.result if mailfrom else None,
             mailfrom_address=mail_from_sender(envelope.mail_from, envelope.helo),
             helo=helo.result if helo else None,
             helo_name=envelope.helo,
         )
         fields.append((AUTHENTICATION_RESULTS, value))
-    if config.headers.received_spf and mailfrom is not None:
+    if headers.received_spf and mailfrom is not None:
         value = render_received_spf(
             result=mailfrom.result,
             identity=Identity.MAILFROM,
             client_ip=envelope.client_ip,
             envelope_from=mailfrom.sender,
             helo=envelope.helo,
-            receiver=None if config.headers.hide_receiver else config.headers.receiver,
+            receiver=None if headers.hide_receiver else headers.receiver,
         )
         fields.append((RECEIVED_SPF, value))
     return fields

@@ -104,11 +104,13 @@ DEFAULT_RULE: Final = DomainRule(
 )
 
 
-def normalise_domain(name: str) -> str:
+def parse_domain_name(name: str) -> str:
     """Return ``name`` in lower case, without a trailing dot, as A-labels.
 
-    Raise ValueError saying what is wrong if it is not a domain name.
-    IDNA conversion is Python's (IDNA 2003), the only one in the stdlib.
+    Raise ValueError saying what is wrong if it is not a domain name: a
+    policy key must be one. (spf.names.normalise_domain answers None
+    instead, for RFC 7208 §4.3.) IDNA conversion is Python's (IDNA 2003),
+    the only one in the stdlib.
     """
     text = name.removesuffix(".")
     if not text:
@@ -131,8 +133,8 @@ def normalise_domain(name: str) -> str:
 def normalise_domain_key(key: str) -> str:
     """Normalise a rule key: ``example.org`` or ``.example.org`` (subdomains)."""
     if key.startswith("."):
-        return "." + normalise_domain(key[1:])
-    return normalise_domain(key)
+        return "." + parse_domain_name(key[1:])
+    return parse_domain_name(key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,7 +161,7 @@ class Policy:
     def rule_for(self, recipient_domain: str) -> MatchedRule:
         """Return the longest matching rule: exact name, then ``.parent`` keys."""
         try:
-            domain = normalise_domain(recipient_domain)
+            domain = parse_domain_name(recipient_domain)
         except ValueError:
             return MatchedRule("default", self.default)
         labels = domain.split(".")

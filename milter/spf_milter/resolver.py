@@ -25,14 +25,10 @@ import dns.rdtypes.IN.A
 import dns.rdtypes.IN.AAAA
 import dns.resolver
 
+from spf_milter.config.endpoints import parse_nameserver
+from spf_milter.config.model import Nameserver
 from spf_milter.dnscache import DnsCache, NotCached
-from spf_milter.dnsquery import (
-    AnswerTooLarge,
-    Nameserver,
-    QueryFailed,
-    QueryTimeout,
-    StubResolver,
-)
+from spf_milter.dnsquery import AnswerTooLarge, QueryFailed, QueryTimeout, StubResolver
 from spf_milter.spf.lookup import (
     DnsAnswerTooLarge,
     DnsServerFailure,
@@ -60,41 +56,6 @@ _PTR: Final = ("PTR", dns.rdatatype.PTR)
 
 R = TypeVar("R", bound=dns.rdata.Rdata)
 V = TypeVar("V")
-
-
-def parse_nameserver(text: str) -> Nameserver:
-    """Parse ``HOST[:PORT]`` (``192.0.2.1``, ``::1``, ``[::1]:5353``) into a Nameserver.
-
-    The host must be an IP address: a resolver cannot look up its own server.
-    Raise ValueError, naming ``text``, if it is not of that form.
-    """
-    host, port_text = _split_host_port(text)
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        raise ValueError(
-            f"nameserver {text!r}: {host!r} is not an IP address"
-        ) from None
-    if text.startswith("[") and address.version != 6:
-        raise ValueError(f"nameserver {text!r}: brackets are for IPv6 addresses only")
-    if port_text is None:
-        return Nameserver(str(address))
-    if not port_text.isdigit() or not 0 < int(port_text) <= 0xFFFF:
-        raise ValueError(f"nameserver {text!r}: port must be a number from 1 to 65535")
-    return Nameserver(str(address), int(port_text))
-
-
-def _split_host_port(text: str) -> tuple[str, str | None]:
-    """Split ``text`` into host and port text (None when there is no port)."""
-    if text.startswith("["):
-        host, bracket, rest = text[1:].partition("]")
-        if not bracket or (rest and not rest.startswith(":")):
-            raise ValueError(f"nameserver {text!r}: expected [IPv6] or [IPv6]:PORT")
-        return host, rest[1:] if rest else None
-    if text.count(":") == 1:
-        host, _, port = text.partition(":")
-        return host, port
-    return text, None  # no colon, or a bare IPv6 address (several colons)
 
 
 def _make_resolver(nameservers: Sequence[Nameserver]) -> StubResolver:

@@ -1,10 +1,9 @@
 """The running milter's shared state: one configuration snapshot at a time.
 
-A ``Settings`` object bundles everything a connection needs that comes from
-the configuration: the daemon config, the policy, the DNS lookup and the
-engine's limits. A reload builds a whole new Settings and swaps one
-reference; a connection keeps the snapshot it started with, so nothing
-changes under a transaction.
+make_settings() wires a configuration to the runtime: the DNS lookup on the
+shared cache, counted by the metrics, into one ``Settings`` snapshot. A
+reload builds a whole new Settings and swaps one reference; a connection
+keeps the snapshot it started with, so nothing changes under a transaction.
 """
 
 from __future__ import annotations
@@ -13,22 +12,15 @@ import logging
 import threading
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
 
-from spf_milter.config import (
-    ConfigError,
-    Configuration,
-    DaemonConfig,
-    DnsConfig,
-    load_all,
-)
+from spf_milter.config import ConfigError, Configuration, DnsConfig, load_all
 from spf_milter.dnscache import DnsCache
 from spf_milter.eventloop import EventLoop
 from spf_milter.metrics import Metrics
-from spf_milter.policy import Policy
 from spf_milter.resolver import DnsLookup
+from spf_milter.settings import Settings
 from spf_milter.spf import Limits, Lookup
 
 log = logging.getLogger(__name__)
@@ -36,49 +28,32 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """One immutable snapshot of the configuration, ready to use."""
-
-    config: DaemonConfig
-    policy: Policy
-    lookup: Lookup
-    limits: Limits
-    cached_lookup: Lookup | None = None  # answers from the cache or NotCached
-
-    @classmethod
-    def from_configuration(
-        cls,
-        configuration: Configuration,
-        lookup: Lookup | None = None,
-        cache: DnsCache | None = None,
-        metrics: Metrics | None = None,
-    ) -> Settings:
-        """Build the snapshot; ``lookup`` overrides the DNS (tests, benchmarks)."""
-        daemon = configuration.daemon
-        cached_lookup = None
-        if lookup is None:
-            dns = daemon.dns
-            on_query = metrics.dns_query if metrics is not None else None
-            resolver = DnsLookup(
-                dns.nameservers, timeout=dns.timeout, cache=cache, on_query=on_query
-            )
-            lookup, cached_lookup = resolver, resolver.cached_only()
-        return cls(
-            config=daemon,
-            policy=configuration.policy,
-            lookup=lookup,
-            # Prefetching needs a cache that shares in-flight queries.
-            limits=Limits(
-                time_limit=daemon.dns.time_limit, prefetch=cached_lookup is not None
-            ),
-            cached_lookup=cached_lookup,
+def make_settings(
+    configuration: Configuration,
+    lookup: Lookup | None = None,
+    cache: DnsCache | None = None,
+    metrics: Metrics | None = None,
+) -> Settings:
+    """Build the snapshot; ``lookup`` overrides the DNS (tests, benchmarks)."""
+    daemon = configuration.daemon
+    cached_lookup = None
+    if lookup is None:
+        dns = daemon.dns
+        on_query = metrics.dns_query if metrics is not None else None
+        resolver = DnsLookup(
+            dns.nameservers, timeout=dns.timeout, cache=cache, on_query=on_query
         )
-
-    @property
-    def wait_limit(self) -> float:
-        """Seconds a callback waits for a check: its time limit and a margin."""
-        return self.limits.time_limit + 5.0
+        lookup, cached_lookup = resolver, resolver.cached_only()
+    return Settings(
+        config=daemon,
+        policy=configuration.policy,
+        lookup=lookup,
+        # Prefetching needs a cache that shares in-flight queries.
+        limits=Limits(
+            time_limit=daemon.dns.time_limit, prefetch=cached_lookup is not None
+        ),
+        cached_lookup=cached_lookup,
+    )
 
 
 def make_cache(dns: DnsConfig) -> DnsCache | None:
@@ -185,9 +160,7 @@ class Service:
         try:
             configuration = load_all(self.config_path)
             cache = self._cache_for(configuration.daemon.dns)
-            settings = Settings.from_configuration(
-                configuration, cache=cache, metrics=self.metrics
-            )
+            settings = make_settings(configuration, cache=cache, metrics=self.metrics)
         except ConfigError as error:
             for line in str(error).splitlines():
                 log.error("reload: %s", line)

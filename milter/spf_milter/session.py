@@ -15,7 +15,7 @@ import logging
 from dataclasses import dataclass, field
 
 from spf_milter.policy import Decision
-from spf_milter.service import Settings
+from spf_milter.settings import Settings
 from spf_milter.verify import IdentityCheck
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

@@ -32,7 +32,7 @@ from mta.wiring import (
     readme_mc_lines,
 )
 from spf_milter.config import DnsConfig
-from spf_milter.service import Settings
+from spf_milter.settings import Settings
 from spf_milter.spf import Limits
 
 pytestmark = pytest.mark.integration

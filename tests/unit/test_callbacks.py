@@ -13,7 +13,7 @@ import pytest
 from dnszone import Zone
 from harness import MilterHarness, RecordingCtx
 from spf_milter.callbacks import SpfMilter, parse_client_address
-from spf_milter.service import Settings
+from spf_milter.settings import Settings
 
 CONFIG = """\
 socket: inet:8894@127.0.0.1

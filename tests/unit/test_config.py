@@ -16,6 +16,7 @@ from spf_milter.config import (
     InetSocket,
     LogDestination,
     LogLevel,
+    Nameserver,
     OnError,
     SyslogFacility,
     UnixSocket,
@@ -25,8 +26,7 @@ from spf_milter.config import (
     parse_socket,
 )
 from spf_milter.policy import DEFAULT_RULE
-from spf_milter.resolver import Nameserver
-from spf_milter.service import Settings, make_cache
+from spf_milter.service import make_cache, make_settings
 from spf_milter.spf import SpfResult
 
 ETC = Path(__file__).resolve().parents[2] / "etc"
@@ -698,6 +698,6 @@ def test_the_daemon_prefetches_only_with_its_shared_cache() -> None:
     configuration = load_all(ETC / "spf-milter.yaml")
     cache = make_cache(configuration.daemon.dns)
     assert cache is not None  # the sample keeps the default cache
-    with_cache = Settings.from_configuration(configuration, cache=cache)
+    with_cache = make_settings(configuration, cache=cache)
     assert with_cache.limits.prefetch
-    assert not Settings.from_configuration(configuration, cache=None).limits.prefetch
+    assert not make_settings(configuration, cache=None).limits.prefetch

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import pytest
 
-from spf_milter import config, configpolicy
+from spf_milter import config
 from spf_milter.cli import build_parser
-from spf_milter.configfields import Fields
-from spf_milter.configyaml import Context, KeyPath, Node
+from spf_milter.config import daemonfile, policyfile
+from spf_milter.config.fields import Fields
+from spf_milter.config.problems import Context, KeyPath
+from spf_milter.config.yamlnodes import Node
 from spf_milter.policy import DEFAULT_RULE
 from spf_milter.spf import SpfResult
 
@@ -193,7 +195,7 @@ def test_every_key_list_of_the_loaders_was_read(reads: list[Read]) -> None:
     # escape the test before this one.
     declared = {
         name: frozenset(value)
-        for module in (config, configpolicy)
+        for module in (daemonfile, policyfile)
         for name, value in vars(module).items()
         if name.endswith("_KEYS") and isinstance(value, tuple)
     }

@@ -36,8 +36,8 @@ from spf_milter.policy import (
     Policy,
     ResultActions,
     decide,
-    normalise_domain,
     normalise_domain_key,
+    parse_domain_name,
 )
 from spf_milter.spf import CheckResult, Identity, SpfResult
 
@@ -171,7 +171,7 @@ def test_result_actions_need_every_result() -> None:
 
 
 def test_domain_name_normalisation_keeps_a_labels() -> None:
-    assert normalise_domain("xn--bcher-kva.example.") == "xn--bcher-kva.example"
+    assert parse_domain_name("xn--bcher-kva.example.") == "xn--bcher-kva.example"
 
 
 # --- combining the two identities -------------------------------------------

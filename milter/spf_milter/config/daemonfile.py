@@ -1,24 +1,22 @@
-"""Load the daemon configuration and the policy into frozen objects.
+"""Read spf-milter.yaml into a DaemonConfig (every key is described in etc/).
 
-load_config() reads spf-milter.yaml (every key is described in
-etc/spf-milter.yaml), load_policy() reads policy.yaml and policy.d/, and
-load_all() reads both. Every problem found, not just the first, goes into one
-ConfigError whose lines read ``path:line:col: key.path: message``. The YAML
-itself is read by spf_milter.configyaml, split out of this module for size.
+load_config() reads the daemon file; load_all() reads it and the policy it
+names (spf_milter.config.policyfile). Every problem found, not just the
+first, goes into one ConfigError whose lines read
+``path:line:col: key.path: message``.
 """
 
 from __future__ import annotations
 
-import enum
 import ipaddress
-import re
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from socket import gethostname
 from typing import Final
 
-from spf_milter.configfields import (
+from spf_milter.config.endpoints import parse_nameserver, parse_port, parse_socket
+from spf_milter.config.fields import (
     Fields,
     as_absolute_path,
     as_bool,
@@ -34,173 +32,29 @@ from spf_milter.configfields import (
     as_text,
     as_token,
 )
-from spf_milter.configpolicy import load_policy as load_policy
-from spf_milter.configpolicy import read_policy
-from spf_milter.configyaml import ConfigError as ConfigError
-from spf_milter.configyaml import ConfigProblem as ConfigProblem
-from spf_milter.configyaml import Context, Node, quote, read_yaml
-from spf_milter.dnscache import ERROR_TTL, MAX_BYTES, MAX_ENTRIES, MAX_TTL, MIN_TTL
+from spf_milter.config.model import (
+    Configuration,
+    DaemonConfig,
+    DnsConfig,
+    HeaderConfig,
+    LogConfig,
+    LogDestination,
+    LogLevel,
+    MetricsConfig,
+    Nameserver,
+    OnError,
+    Socket,
+    SyslogFacility,
+    UnixSocket,
+)
+from spf_milter.config.policyfile import read_policy
+from spf_milter.config.problems import ConfigError, ConfigProblem, Context, quote
+from spf_milter.config.yamlnodes import Node, read_yaml
 from spf_milter.headers import TOKEN
-from spf_milter.policy import IPAddress, IPNetwork, Policy
-from spf_milter.resolver import Nameserver, parse_nameserver
+from spf_milter.policy import IPAddress
 
 MAX_TIMEOUT: Final = 60.0  # seconds, one DNS query
 MAX_TIME_LIMIT: Final = 300.0  # seconds, one SPF check; RFC 7208 §4.6.4 asks ≥ 20
-_PORT = re.compile(r"[0-9]{1,5}")
-
-
-class LogLevel(enum.StrEnum):
-    """How much the daemon logs."""
-
-    DEBUG = "debug"
-    INFO = "info"
-    WARNING = "warning"
-    ERROR = "error"
-
-
-class LogDestination(enum.StrEnum):
-    """Where log lines go."""
-
-    STDERR = "stderr"
-    SYSLOG = "syslog"
-
-
-class SyslogFacility(enum.StrEnum):
-    """The syslog facilities of syslog(3)."""
-
-    AUTH = "auth"
-    AUTHPRIV = "authpriv"
-    CRON = "cron"
-    DAEMON = "daemon"
-    KERN = "kern"
-    LPR = "lpr"
-    MAIL = "mail"
-    NEWS = "news"
-    SYSLOG = "syslog"
-    USER = "user"
-    UUCP = "uucp"
-    LOCAL0 = "local0"
-    LOCAL1 = "local1"
-    LOCAL2 = "local2"
-    LOCAL3 = "local3"
-    LOCAL4 = "local4"
-    LOCAL5 = "local5"
-    LOCAL6 = "local6"
-    LOCAL7 = "local7"
-
-
-class OnError(enum.StrEnum):
-    """What the MTA hears when the milter itself fails (a bug, not an SPF error)."""
-
-    TEMPFAIL = "tempfail"  # 451 4.3.0: the client retries; no mail is lost
-    ACCEPT = "accept"  # let the mail through unchecked
-
-
-@dataclass(frozen=True, slots=True)
-class UnixSocket:
-    """A unix-domain socket the milter listens on (``unix:``/``local:``)."""
-
-    path: Path
-    mode: int = 0o660
-    group: str | None = None
-
-    def connection_string(self) -> str:
-        """Return the libmilter socket spec (smfi_setconn)."""
-        return f"unix:{self.path}"
-
-
-@dataclass(frozen=True, slots=True)
-class InetSocket:
-    """A TCP socket the milter listens on; the address picks inet or inet6."""
-
-    host: IPAddress
-    port: int
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.port <= 65535:
-            raise ValueError(f"port {self.port} is not between 1 and 65535")
-
-    def connection_string(self) -> str:
-        """Return the libmilter socket spec: ``inet:PORT@HOST``/``inet6:…``."""
-        family = "inet6" if self.host.version == 6 else "inet"
-        return f"{family}:{self.port}@{self.host}"
-
-
-Socket = UnixSocket | InetSocket
-
-
-@dataclass(frozen=True, slots=True)
-class DnsConfig:
-    """DNS servers and time limits."""
-
-    nameservers: tuple[Nameserver, ...] = ()  # empty: the system resolver
-    timeout: float = 5.0  # one query, seconds
-    time_limit: float = 20.0  # one SPF check, seconds (RFC 7208 §4.6.4)
-    cache_size: int = MAX_ENTRIES  # answers kept; 0: no cache
-    cache_max_bytes: int = MAX_BYTES  # their estimated memory; 0: no cache
-    cache_min_ttl: float = MIN_TTL  # seconds: the floor of an answer's TTL
-    cache_max_ttl: float = MAX_TTL  # seconds: the ceiling
-    cache_error_ttl: float = ERROR_TTL  # seconds a SERVFAIL/timeout is kept
-
-
-@dataclass(frozen=True, slots=True)
-class HeaderConfig:
-    """Which header fields are added, and what they show."""
-
-    receiver: str
-    received_spf: bool = True
-    authentication_results: bool = True
-    hide_receiver: bool = False
-
-
-@dataclass(frozen=True, slots=True)
-class LogConfig:
-    """Logging."""
-
-    level: LogLevel = LogLevel.INFO
-    destination: LogDestination = LogDestination.STDERR
-    syslog_facility: SyslogFacility = SyslogFacility.MAIL
-    syslog_socket: Path = Path("/dev/log")
-
-
-LOOPBACK: Final = ipaddress.IPv4Address("127.0.0.1")
-
-
-@dataclass(frozen=True, slots=True)
-class MetricsConfig:
-    """The optional Prometheus endpoint (spf_milter.metrics)."""
-
-    enabled: bool = False
-    address: IPAddress = LOOPBACK
-    port: int = 9107
-
-
-@dataclass(frozen=True, slots=True)
-class DaemonConfig:
-    """Everything in spf-milter.yaml, validated."""
-
-    socket: Socket
-    user: str | None
-    group: str | None
-    authserv_id: str
-    policy_file: Path
-    policy_dir: Path
-    dns: DnsConfig
-    trusted_networks: tuple[IPNetwork, ...]
-    trust_authenticated: bool
-    headers: HeaderConfig
-    dry_run: bool
-    on_error: OnError
-    log: LogConfig
-    metrics: MetricsConfig = MetricsConfig()
-
-
-@dataclass(frozen=True, slots=True)
-class Configuration:
-    """The daemon configuration and the policy: what a reload swaps at once."""
-
-    daemon: DaemonConfig
-    policy: Policy
 
 
 DEFAULT_SOCKET: Final[Socket] = UnixSocket(Path("/run/spf-milter/spf-milter.sock"))
@@ -233,41 +87,6 @@ LOG_KEYS: Final = ("destination", "level", "syslog_facility", "syslog_socket")
 METRICS_KEYS: Final = ("address", "enabled", "port")
 _DNS: Final = DnsConfig()
 _LOG: Final = LogConfig()
-
-
-def _port(text: str) -> int:
-    if not _PORT.fullmatch(text) or not 1 <= int(text) <= 65535:
-        raise ValueError(f"port {quote(text)} is not a number from 1 to 65535")
-    return int(text)
-
-
-def _address(text: str, version: int) -> IPAddress:
-    try:
-        address = ipaddress.ip_address(text)
-    except ValueError:
-        address = None
-    if address is None or address.version != version:
-        raise ValueError(f"{quote(text)} is not an IPv{version} address")
-    return address
-
-
-def parse_socket(text: str, base_dir: Path) -> Socket:
-    """Parse ``unix:/path``, ``local:/path``, ``inet:PORT@HOST``, ``inet6:PORT@HOST``.
-
-    A relative unix socket path is taken relative to ``base_dir``.
-    """
-    scheme, colon, rest = text.partition(":")
-    if scheme in ("unix", "local") and rest:
-        return UnixSocket(base_dir / rest)
-    port, at, host = rest.partition("@")
-    if scheme not in ("inet", "inet6") or not colon or not at:
-        raise ValueError(
-            f"{quote(text)} is not a milter socket (expected unix:/path,"
-            " inet:PORT@HOST or inet6:PORT@HOST, e.g. inet:8894@127.0.0.1)"
-        )
-    version = 6 if scheme == "inet6" else 4
-    host = host.removeprefix("[").removesuffix("]") if version == 6 else host
-    return InetSocket(_address(host, version), _port(port))
 
 
 def _as_socket(base_dir: Path, node: Node) -> Socket:
@@ -414,7 +233,7 @@ def _as_address(node: Node) -> IPAddress:
 
 
 def _as_port(node: Node) -> int:
-    return _port(str(as_count(65535, node)))
+    return parse_port(str(as_count(65535, node)))
 
 
 def load_config(path: Path) -> DaemonConfig:

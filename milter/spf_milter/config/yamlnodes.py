@@ -1,80 +1,24 @@
-"""Read YAML into nodes that keep their line and column; collect problems.
+"""Read YAML into nodes that keep their line and column.
 
-Internal to the configuration loaders (config.py, configpolicy.py, through
-configfields.py). Split out of config.py for size, this is the one module
-that imports ``yaml``.
+Internal to the configuration loaders (daemonfile.py, policyfile.py, through
+fields.py); the one module that imports ``yaml``. Problems go to the
+Context of spf_milter.config.problems.
 Scalars are constructed exactly as ``yaml.safe_load`` does (so no Python
 tags); mappings become YamlMap, whose duplicate keys are problems.
 """
 
 from __future__ import annotations
 
-import json
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
 import yaml
 
-KeyPath = tuple[str | int, ...]
+from spf_milter.config.problems import Context, Mark, quote
 
 _MAP_TAG: Final = "tag:yaml.org,2002:map"
 _SEQ_TAG: Final = "tag:yaml.org,2002:seq"
 _MERGE_TAG: Final = "tag:yaml.org,2002:merge"
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
-_MAX_QUOTED: Final = 60  # characters of a bad value echoed in a message
-
-
-@dataclass(frozen=True, slots=True)
-class Mark:
-    """A place in a file: 1-based line and column."""
-
-    line: int
-    col: int
-
-
-@dataclass(frozen=True, slots=True)
-class ConfigProblem:
-    """One thing wrong in a configuration file, and where."""
-
-    path: Path
-    mark: Mark | None  # None: the file as a whole (unreadable, misnamed)
-    key_path: str  # domains."example.org".mailfrom.fail; "" at the top
-    message: str
-
-    def __str__(self) -> str:
-        where = str(self.path)
-        if self.mark is not None:
-            where += f":{self.mark.line}:{self.mark.col}"
-        if self.key_path:
-            return f"{where}: {self.key_path}: {self.message}"
-        return f"{where}: {self.message}"
-
-
-class ConfigError(Exception):
-    """The configuration is unusable; str() gives one line per problem."""
-
-    def __init__(self, problems: Iterable[ConfigProblem]) -> None:
-        self.problems = _in_file_order(problems)
-        if not self.problems:
-            raise ValueError("a ConfigError needs at least one problem")
-        super().__init__("\n".join(str(problem) for problem in self.problems))
-
-
-def _in_file_order(problems: Iterable[ConfigProblem]) -> tuple[ConfigProblem, ...]:
-    """Sort by line within each file; files stay in the order they were read."""
-    problems = list(problems)
-    files: dict[Path, int] = {}
-    for problem in problems:
-        files.setdefault(problem.path, len(files))
-
-    def place(problem: ConfigProblem) -> tuple[int, int, int]:
-        mark = problem.mark or Mark(0, 0)
-        return (files[problem.path], mark.line, mark.col)
-
-    return tuple(sorted(problems, key=place))
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,49 +63,6 @@ class Broken:
 
 
 Node = Scalar | YamlList | YamlMap | Broken
-
-
-def render_key_path(path: KeyPath) -> str:
-    """Return ``domains."example.org".mailfrom`` or ``dns.nameservers[0]``."""
-    text = ""
-    for segment in path:
-        if isinstance(segment, int):
-            text += f"[{segment}]"
-            continue
-        name = segment if _PLAIN_KEY.fullmatch(segment) else json.dumps(segment)
-        text += f".{name}" if text else name
-    return text
-
-
-def quote(text: str) -> str:
-    """Return ``'text'`` for a message: escaped to one line, cut if long."""
-    if len(text) > _MAX_QUOTED:
-        text = text[: _MAX_QUOTED - 3] + "..."
-    if text.isprintable() and text.isascii():
-        return f"'{text}'"
-    return json.dumps(text)
-
-
-class Context:
-    """Which file and key are being read, and the list problems go to."""
-
-    __slots__ = ("key_path", "path", "problems")
-
-    def __init__(
-        self, path: Path, problems: list[ConfigProblem], key_path: KeyPath = ()
-    ) -> None:
-        self.path = path
-        self.problems = problems
-        self.key_path = key_path
-
-    def at(self, *segments: str | int) -> Context:
-        """Return the context of a key (or list index) below this one."""
-        return Context(self.path, self.problems, self.key_path + segments)
-
-    def report(self, mark: Mark | None, message: str) -> None:
-        """Record a problem at ``mark`` under this key path."""
-        key_path = render_key_path(self.key_path)
-        self.problems.append(ConfigProblem(self.path, mark, key_path, message))
 
 
 def _mark(mark: yaml.Mark | None) -> Mark:

@@ -16,17 +16,8 @@ from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Final, TypeVar
 
-from spf_milter.configyaml import (
-    Broken,
-    Context,
-    Entry,
-    Mark,
-    Node,
-    Scalar,
-    YamlList,
-    YamlMap,
-    quote,
-)
+from spf_milter.config.problems import Context, Mark, quote
+from spf_milter.config.yamlnodes import Broken, Entry, Node, Scalar, YamlList, YamlMap
 from spf_milter.headers import TOKEN
 
 T = TypeVar("T")

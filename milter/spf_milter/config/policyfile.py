@@ -1,7 +1,7 @@
 """Read policy.yaml and policy.d/*.yaml into a Policy (see etc/policy.yaml).
 
-Internal to config.py, which re-exports load_policy(). YAML comes as marked
-nodes from spf_milter.configyaml; this module does not import ``yaml``.
+spf_milter.config re-exports load_policy(). YAML comes as marked nodes from
+spf_milter.config.yamlnodes; this module does not import ``yaml``.
 """
 
 from __future__ import annotations
@@ -21,24 +21,16 @@ from spf_milter.action import (
     TextTemplate,
     default_action,
 )
-from spf_milter.configfields import Fields, as_bool, as_choice, as_network, as_str
-from spf_milter.configyaml import (
-    ConfigError,
-    ConfigProblem,
-    Context,
-    Mark,
-    Node,
-    YamlMap,
-    quote,
-    read_yaml,
-)
+from spf_milter.config.fields import Fields, as_bool, as_choice, as_network, as_str
+from spf_milter.config.problems import ConfigError, ConfigProblem, Context, Mark, quote
+from spf_milter.config.yamlnodes import Node, YamlMap, read_yaml
 from spf_milter.policy import (
     DEFAULT_RULE,
     DomainRule,
     Policy,
     ResultActions,
-    normalise_domain,
     normalise_domain_key,
+    parse_domain_name,
 )
 from spf_milter.spf import SpfResult
 
@@ -204,7 +196,7 @@ def _read_domain_file(
 ) -> None:
     context = Context(path, problems)
     try:
-        name = normalise_domain(path.stem)
+        name = parse_domain_name(path.stem)
     except ValueError as exc:
         context.report(None, f"file name {quote(path.name)}: {exc}")
         return
