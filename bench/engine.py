@@ -8,7 +8,7 @@ the zone model)::
     .venv/bin/python bench/engine.py --profile include
 
 Both engines answer from the same zone, in this one process. Ours takes the
-daemon's warm path: spf_milter.resolver.DnsLookup with the shared DnsCache,
+daemon's warm path: spf_milter.dnsclient.resolver.DnsLookup with the shared DnsCache,
 warmed once from tests/dnsserver.py serving the zone on 127.0.0.1 (records
 are parsed once and kept). pyspf reads the zone through its ``spf.DNSLookup``
 hook, memoised (pyspf itself starts every query with an empty cache, by
@@ -43,8 +43,8 @@ import procstat  # noqa: E402
 from dnsserver import DnsServer  # noqa: E402
 from pyspfzone import zone_lookup  # noqa: E402
 from shapes import HELO, SHAPES, Shape, build_zone  # noqa: E402
-from spf_milter.dnscache import DnsCache  # noqa: E402
-from spf_milter.resolver import DnsLookup, Nameserver  # noqa: E402
+from spf_milter.dnsclient.cache import DnsCache  # noqa: E402
+from spf_milter.dnsclient.resolver import DnsLookup, Nameserver  # noqa: E402
 from spf_milter.spf import Lookup, check_host  # noqa: E402
 
 BATCH = 200  # calls between two looks at the clock

@@ -1,6 +1,6 @@
 """An in-memory implementation of the engine's ``Lookup`` protocol.
 
-FakeLookup answers from a ``dnszone.Zone`` exactly as ``spf_milter.resolver``
+FakeLookup answers from a ``dnszone.Zone`` exactly as ``spf_milter.dnsclient.resolver``
 answers from the same zone served by ``dnsserver.DnsServer``; the
 integration tests check that over both openspf suites. No network is used.
 Answers are computed once per (type, name) and reused until the zone

@@ -27,7 +27,7 @@ import milter
 
 from spf_milter.action import Defer, Quarantine, Reject, SmtpReply, milter_reply_text
 from spf_milter.config import OnError
-from spf_milter.dnscache import NotCached
+from spf_milter.dnsclient.cache import NotCached
 from spf_milter.headers import is_our_authserv_id
 from spf_milter.logsetup import ConnectionLog
 from spf_milter.outcome import (

@@ -16,6 +16,7 @@ import sys
 from typing import Any
 
 from spf_milter.config import EX_CONFIG, ConfigError, load_all
+from spf_milter.dnsclient.resolver import DnsLookup
 from spf_milter.outcome import (
     Envelope,
     decide_for,
@@ -25,7 +26,6 @@ from spf_milter.outcome import (
     reply_of,
 )
 from spf_milter.policy import in_networks
-from spf_milter.resolver import DnsLookup
 from spf_milter.service import make_settings
 from spf_milter.settings import Settings
 from spf_milter.spf import Identity, Limits, Lookup, Trace

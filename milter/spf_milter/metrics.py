@@ -26,7 +26,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
-from spf_milter.dnscache import DnsCache
+from spf_milter.dnsclient.cache import DnsCache
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from spf_milter.config import ConfigError, Configuration, DnsConfig, load_all
-from spf_milter.dnscache import DnsCache
+from spf_milter.dnsclient.cache import DnsCache
+from spf_milter.dnsclient.resolver import DnsLookup
 from spf_milter.eventloop import EventLoop
 from spf_milter.metrics import Metrics
-from spf_milter.resolver import DnsLookup
 from spf_milter.settings import Settings
 from spf_milter.spf import Limits, Lookup
 

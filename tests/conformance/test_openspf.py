@@ -26,8 +26,8 @@ from dnsserver import DnsServer
 from dnszone import Zone
 from fakelookup import FakeLookup
 from spf_milter import cli
-from spf_milter.dnscache import DnsCache
-from spf_milter.resolver import DnsLookup, Nameserver
+from spf_milter.dnsclient.cache import DnsCache
+from spf_milter.dnsclient.resolver import DnsLookup, Nameserver
 from spf_milter.spf import Limits
 from spf_milter.verify import IdentityCheck, check_mail_from
 

@@ -10,8 +10,8 @@ import pytest
 
 from dnsserver import DnsServer
 from dnszone import Zone
-from spf_milter.dnscache import DnsCache, NotCached
-from spf_milter.resolver import DnsLookup, parse_nameserver
+from spf_milter.dnsclient.cache import DnsCache, NotCached
+from spf_milter.dnsclient.resolver import DnsLookup, parse_nameserver
 from spf_milter.spf import DnsServerFailure, SpfResult, check_host
 from spf_milter.spf.eager import run_now
 

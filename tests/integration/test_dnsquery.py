@@ -23,7 +23,7 @@ import pytest
 
 from dnsserver import DnsServer
 from dnszone import Zone
-from spf_milter.resolver import DnsLookup, Nameserver
+from spf_milter.dnsclient.resolver import DnsLookup, Nameserver
 from spf_milter.spf.lookup import DnsServerFailure, DnsTimeout
 
 pytestmark = pytest.mark.integration

@@ -19,8 +19,8 @@ import pytest
 
 from dnsserver import DnsServer
 from dnszone import Zone
-from spf_milter.dnscache import DnsCache
-from spf_milter.resolver import DnsLookup, Nameserver
+from spf_milter.dnsclient.cache import DnsCache
+from spf_milter.dnsclient.resolver import DnsLookup, Nameserver
 from spf_milter.spf import CheckResult, Limits, SpfResult, check_host
 from spf_milter.spf.eager import run_now
 

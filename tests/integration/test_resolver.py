@@ -31,7 +31,7 @@ import yaml
 from dnsserver import DnsServer, LoggedQuery
 from dnszone import Zone
 from fakelookup import FakeLookup
-from spf_milter.resolver import DnsLookup, Nameserver, parse_nameserver
+from spf_milter.dnsclient.resolver import DnsLookup, Nameserver, parse_nameserver
 from spf_milter.spf.lookup import DnsError, DnsServerFailure, DnsTimeout, Lookup
 
 pytestmark = pytest.mark.integration

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from spf_milter.dnscache import DnsCache
+from spf_milter.dnsclient.cache import DnsCache
 from spf_milter.spf.lookup import DnsServerFailure, DnsTimeout
 
 

@@ -31,7 +31,7 @@ def test_engine_imports_only_the_stdlib_and_itself() -> None:
 
 def test_each_dependency_has_one_owner() -> None:
     owners = {
-        "dns": {"resolver.py", "dnsquery.py"},
+        "dns": {"dnsclient/resolver.py", "dnsclient/query.py"},
         "yaml": {"config/yamlnodes.py"},
         "Milter": {"callbacks.py"},
         "milter": {"callbacks.py"},  # pymilter's C extension
@@ -56,7 +56,7 @@ def _loaded_by(module: str) -> set[str]:
 def _runtime(names: set[str]) -> set[str]:
     """Keep dnspython, prometheus_client and our DNS, loop and metrics modules."""
     heavy = ("dns", "prometheus_client", "Milter", "milter")
-    ours = ("resolver", "dnsquery", "dnscache", "eventloop", "metrics", "service")
+    ours = ("dnsclient", "eventloop", "metrics", "service")
     return {
         name
         for name in names

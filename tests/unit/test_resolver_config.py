@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from spf_milter.resolver import (
+from spf_milter.dnsclient.resolver import (
     DnsLookup,
     Nameserver,
     parse_nameserver,

@@ -2,7 +2,7 @@
 
 The engine never talks to the network itself. Whoever calls check_host()
 passes an object with these five coroutines; the daemon passes one built on
-dnspython (spf_milter.resolver), tests pass an in-memory zone.
+dnspython (spf_milter.dnsclient.resolver), tests pass an in-memory zone.
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """The production ``Lookup``: the engine's questions as DNS queries.
 
 It turns the engine's five questions into queries for the stub resolver of
-``spf_milter.dnsquery``, and its answers and failures into the values and
-``DnsError`` subclasses of ``spf_milter.spf.lookup``, through the shared
-cache when there is one. With ``dnsquery``, the only module that imports
+query.py, and its answers and failures into the values and ``DnsError``
+subclasses of ``spf_milter.spf.lookup``, through the shared cache
+(cache.py) when there is one. With query.py, the only module that imports
 dnspython.
 """
 
@@ -27,8 +27,13 @@ import dns.resolver
 
 from spf_milter.config.endpoints import parse_nameserver
 from spf_milter.config.model import Nameserver
-from spf_milter.dnscache import DnsCache, NotCached
-from spf_milter.dnsquery import AnswerTooLarge, QueryFailed, QueryTimeout, StubResolver
+from spf_milter.dnsclient.cache import DnsCache, NotCached
+from spf_milter.dnsclient.query import (
+    AnswerTooLarge,
+    QueryFailed,
+    QueryTimeout,
+    StubResolver,
+)
 from spf_milter.spf.lookup import (
     DnsAnswerTooLarge,
     DnsServerFailure,
