@@ -9,6 +9,10 @@ libmilter's mfdef.h and Postfix's milter8.c; no code copied):
   that replace Postfix's default list for that stage;
 - before each event an SMFIC_MACRO packet with the stage's macros, sent
   even when the milter asked not to get the event itself (SMFIP_NO*);
+- the end of the header (SMFIC_EOH) before the body and the end of the
+  message, whether or not the message has a header field: a caller that
+  leaves it out gets it sent for it, as the MTA would (milter8.c sends it
+  unless the milter declined it, and so does Sendmail);
 - no reply is awaited for an event the milter answers with no reply
   (SMFIP_NR_*); packets are coalesced and written once before each reply
   is awaited, as Postfix's VSTREAM does (so no Nagle stall on inet:);
@@ -35,7 +39,10 @@ from milterwire import (
     OPTNEG,
     POSTFIX_ACTIONS,
     SMFIC_ABORT,
+    SMFIC_BODY,
     SMFIC_BODYEOB,
+    SMFIC_EOH,
+    SMFIC_MAIL,
     SMFIC_OPTNEG,
     SMFIC_QUIT,
     SMFIR_PROGRESS,
@@ -49,6 +56,7 @@ from milterwire import (
     Reply,
     Stage,
     Step,
+    Verdict,
     macros,
     packet,
     parse_modification,
@@ -133,6 +141,7 @@ class MilterSession:
         self._pending = bytearray()
         self.negotiated = Negotiated(VERSION, Action(0), Step(0))
         self._steps = 0  # the negotiated steps as a plain int, for speed
+        self._header_ended = False  # SMFIC_EOH sent for the current message
 
     @classmethod
     async def open(cls, endpoint: Endpoint) -> MilterSession:
@@ -167,7 +176,20 @@ class MilterSession:
     async def event(
         self, command: bytes, data: bytes, stage_macros: Sequence[tuple[str, str]]
     ) -> Reply | None:
-        """Send one event with its macros; return the reply, None if none is due."""
+        """Send one event with its macros; return the reply, None if none is due.
+
+        A body chunk or the end of the message sends the end of the header
+        first if the caller did not (no macros); should the milter decide
+        the message there, that decision is the reply and nothing more is sent.
+        """
+        if command in (SMFIC_BODY, SMFIC_BODYEOB) and not self._header_ended:
+            decided = await self.event(SMFIC_EOH, b"", ())
+            if decided is not None and decided.verdict is not Verdict.CONTINUE:
+                self._header_ended = False
+                return decided
+        self._header_ended = command == SMFIC_EOH or (
+            self._header_ended and command not in (SMFIC_MAIL, SMFIC_BODYEOB)
+        )
         event = EVENTS[command]
         self._pending += macros(command, stage_macros)
         if event.skip and self._steps & event.skip:
@@ -196,6 +218,7 @@ class MilterSession:
 
     def abort(self) -> None:
         """Queue SMFIC_ABORT (no reply): the message ends before its end."""
+        self._header_ended = False
         self._pending += packet(SMFIC_ABORT)
 
     def quit(self) -> None:

@@ -373,7 +373,8 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         # ~40 ms per message over inet: sockets (Nagle on the MTA's side).
         return CONTINUE
 
-    @nocallback
+    # Not declined: without it libmilter cannot go from DATA to a header-less end.
+    @noreply
     def eoh(self) -> int:
         return CONTINUE
 

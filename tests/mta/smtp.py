@@ -190,26 +190,32 @@ class SmtpClient:
         self.smtp.close()
 
 
-def build_message(headers: Headers | None, body: Text) -> tuple[bytes, str | None]:
-    """Return the message bytes and its Message-ID.
+def build_message(
+    headers: Headers | None, body: Text, *, add_message_id: bool = True
+) -> tuple[bytes, str | None]:
+    """Return the message bytes and its Message-ID (None if it has none).
 
-    A Message-ID is added unless ``headers`` has one; the default headers are
-    only that and ``Subject: test message``.
+    A Message-ID is added unless ``headers`` has one or ``add_message_id`` is
+    false; the default headers are only that and ``Subject: test message``.
+    ``headers=[]`` with ``add_message_id=False`` gives a message with an
+    empty header section: the blank line, then the body.
     """
     items = list(headers.items() if isinstance(headers, Mapping) else headers or [])
     if headers is None:
         items.append(("Subject", "test message"))
     names = {_decode(name).lower() for name, _ in items}
     message_id: str | None = None
-    if "message-id" not in names:
-        message_id = f"<{uuid.uuid4().hex}@{MESSAGE_ID_DOMAIN}>"
-        items.insert(0, ("Message-ID", message_id))
-    else:
+    if "message-id" in names:
         given = [_decode(v) for n, v in items if _decode(n).lower() == "message-id"]
         message_id = given[0].strip()
-    lines = [_encode(name) + b": " + _encode(value) for name, value in items]
+    elif add_message_id:
+        message_id = f"<{uuid.uuid4().hex}@{MESSAGE_ID_DOMAIN}>"
+        items.insert(0, ("Message-ID", message_id))
+    lines = b"".join(
+        _encode(name) + b": " + _encode(value) + b"\r\n" for name, value in items
+    )
     body_bytes = re.sub(rb"\r?\n", b"\r\n", _encode(body))
-    return b"\r\n".join(lines) + b"\r\n\r\n" + body_bytes, message_id
+    return lines + b"\r\n" + body_bytes, message_id
 
 
 def send(
@@ -227,6 +233,7 @@ def send(
     rcpt_to: Sequence[Text] = ("rcpt@dest.example",),
     headers: Headers | None = None,
     body: Text = "Test body.\n",
+    add_message_id: bool = True,
     timeout: float = SMTP_TIMEOUT,
 ) -> SendResult:
     """Run one SMTP session and return every reply; never raise on a rejection.
@@ -237,13 +244,16 @@ def send(
     ``auth`` is ``(user, password)`` for AUTH PLAIN. The session stops at the
     first step that fails in a way later steps depend on (XCLIENT, HELO, AUTH,
     MAIL); a rejected recipient does not stop the others. DATA is sent only if
-    some recipient was accepted.
+    some recipient was accepted. ``headers=[]`` with ``add_message_id=False``
+    sends a message with no header field at all (see build_message).
     """
     client = SmtpClient(host, port, timeout, source)
     result = SendResult(greeting=client.greeting)
     try:
         if _open(client, result, client_ip, client_name, helo, esmtp, auth):
-            message, result.message_id = build_message(headers, body)
+            message, result.message_id = build_message(
+                headers, body, add_message_id=add_message_id
+            )
             _transaction(client, result, mail_from, mail_params, rcpt_to, message)
     finally:
         client.close()

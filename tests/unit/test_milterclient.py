@@ -18,6 +18,8 @@ import pytest
 from milterclient import Endpoint, MilterSession
 from milterwire import (
     SMFIC_BODYEOB,
+    SMFIC_DATA,
+    SMFIC_EOH,
     SMFIC_HEADER,
     SMFIC_MAIL,
     SMFIC_OPTNEG,
@@ -148,3 +150,46 @@ def test_session_reads_changes_before_the_decision(tmp_path: Path) -> None:
     assert getattr(end, "modifications", ()) == (
         Modification("insheader", "X-T", "v", 0),
     )
+
+
+@pytest.mark.parametrize(
+    ("steps", "expected"),
+    [
+        (Step(0), [SMFIC_MAIL, SMFIC_DATA, SMFIC_EOH, SMFIC_BODYEOB]),
+        (Step.NR_EOH, [SMFIC_MAIL, SMFIC_DATA, SMFIC_EOH, SMFIC_BODYEOB]),
+        (Step.NOEOH, [SMFIC_MAIL, SMFIC_DATA, SMFIC_BODYEOB]),
+    ],
+    ids=["answered", "no-reply", "declined"],
+)
+def test_the_end_of_the_header_goes_before_the_end_of_the_message(
+    tmp_path: Path, steps: Step, expected: list[bytes]
+) -> None:
+    """A message with no header field: the MTA still sends SMFIC_EOH."""
+    received: list[bytes] = []
+
+    def script(command: bytes, data: bytes) -> list[bytes]:
+        if command == SMFIC_OPTNEG:
+            return [packet(b"O", struct.pack(">III", 6, 1, int(steps)))]
+        if command in (b"D", b"Q"):  # macros, quit
+            return []
+        received.append(command)
+        if command == SMFIC_EOH and steps & Step.NR_EOH:
+            return []
+        return [packet(b"c")]
+
+    async def run() -> object:
+        done = asyncio.Event()
+        server = await _serve(tmp_path / "m.sock", script, done)
+        async with server:
+            session = await MilterSession.open(Endpoint(path=str(tmp_path / "m.sock")))
+            await session.negotiate()
+            await session.event(SMFIC_MAIL, b"<a@b>\0", [])
+            await session.event(SMFIC_DATA, b"", [])
+            end = await asyncio.wait_for(session.event(SMFIC_BODYEOB, b"", []), 5)
+            session.quit()
+            await asyncio.wait_for(done.wait(), 5)
+            return end
+
+    end = asyncio.run(run())
+    assert getattr(end, "verdict", None) is Verdict.CONTINUE
+    assert received == expected
