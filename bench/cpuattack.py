@@ -102,9 +102,9 @@ class Bench:
     """The event loop, the two Lookups, and the message counters."""
 
     def __init__(self, port: int) -> None:
-        from spf_milter.dnscache import DnsCache
+        from spf_milter.dnsclient.cache import DnsCache
+        from spf_milter.dnsclient.resolver import DnsLookup, Nameserver
         from spf_milter.eventloop import EventLoop
-        from spf_milter.resolver import DnsLookup, Nameserver
         from spf_milter.spf import Limits
 
         server = [Nameserver("127.0.0.1", port)]

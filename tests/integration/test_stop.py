@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 
 # libmilter's listener looks for a stop request every 5 s (MI_CHK_TIME);
 # a stop that waits for it takes 5 s or more, one that wakes it well
-# under a second on a quiet machine (0.1–0.2 s measured). The bound leaves
+# under a second on a quiet machine (0.1 to 0.2 s measured). The bound leaves
 # room for a busy machine and still fails a stop that waits for the poll.
 STOP_BOUND = 4.0
 WAIT = 10.0  # seconds: bound of every wait for the daemon or the DNS
