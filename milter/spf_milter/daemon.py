@@ -111,6 +111,10 @@ def _serve(service: Service, daemon: DaemonConfig, privileges: Privileges) -> in
     while thread.is_alive() and not stop.is_set():
         thread.join(JOIN_INTERVAL)
     if stop.is_set():
+        # Transactions in progress finish first, while libmilter still reads
+        # every command: once stopped, it no longer reads a session's next
+        # command reliably (a RCPT not yet read was never answered).
+        _finish_transactions(service)
         stop_listener(thread)
     thread.join()
     if failure:
@@ -118,7 +122,6 @@ def _serve(service: Service, daemon: DaemonConfig, privileges: Privileges) -> in
             "cannot serve on %s: %s", daemon.socket.connection_string(), failure[0]
         )
         return EX_SOFTWARE
-    _finish_transactions(service)
     log.info("stopped")
     return EX_OK
 
