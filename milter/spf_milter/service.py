@@ -29,6 +29,7 @@ from spf_milter.eventloop import EventLoop
 from spf_milter.metrics import Metrics
 from spf_milter.policy import Policy
 from spf_milter.resolver import DnsLookup
+from spf_milter.runner import CheckRunner
 from spf_milter.spf import Limits, Lookup
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,9 @@ class Settings:
     policy: Policy
     lookup: Lookup
     limits: Limits
-    cached_lookup: Lookup | None = None  # answers from the cache or NotCached
+    # Answers from the cache or raises NotCached; with it the runner answers
+    # warm checks at once and prefetches cold ones (runner.py).
+    cached_lookup: Lookup | None = None
 
     @classmethod
     def from_configuration(
@@ -68,10 +71,7 @@ class Settings:
             config=daemon,
             policy=configuration.policy,
             lookup=lookup,
-            # Prefetching needs a cache that shares in-flight queries.
-            limits=Limits(
-                time_limit=daemon.dns.time_limit, prefetch=cached_lookup is not None
-            ),
+            limits=Limits(time_limit=daemon.dns.time_limit),
             cached_lookup=cached_lookup,
         )
 
@@ -151,7 +151,7 @@ class Traffic:
 
 
 class Service:
-    """The event loop, the DNS cache and the current Settings, reloadable."""
+    """The check runner, the DNS cache and the current Settings, reloadable."""
 
     def __init__(
         self,
@@ -163,6 +163,7 @@ class Service:
     ) -> None:
         self.config_path = config_path
         self.loop = loop
+        self.runner = CheckRunner(loop)
         self.cache = cache
         self.metrics = metrics if metrics is not None else Metrics()
         self._settings = settings
