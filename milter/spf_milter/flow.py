@@ -413,6 +413,7 @@ def error_verdict(flow: Flow | None, step: str, on_error: OnError) -> Verdict:
     refusing = flow.take_refusal() if flow is not None else None
     if refusing is not None:
         return refusing
-    if on_error is OnError.ACCEPT and (flow is None or flow.may_step_aside(step)):
+    steps_aside = step != "header" and (flow is None or flow.may_step_aside(step))
+    if on_error is OnError.ACCEPT and steps_aside:
         return AcceptMessage() if step == "eom" else CONTINUE
     return Defer(ERROR_REPLY)

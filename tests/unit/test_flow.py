@@ -146,6 +146,7 @@ def test_on_error_accept_steps_aside_only_where_nothing_forged_remains(
     assert error_verdict(flow, "eom", OnError.ACCEPT) == AcceptMessage()
     assert error_verdict(flow, "header", OnError.ACCEPT) == Defer(ERROR_REPLY)
     assert error_verdict(None, "connect", OnError.ACCEPT) == CONTINUE
+    assert error_verdict(None, "header", OnError.ACCEPT) == Defer(ERROR_REPLY)
 
 
 def test_a_check_past_the_wait_limit_is_a_temperror(
