@@ -1,10 +1,11 @@
 """``spf-milter check``: one SPF check from the command line, like spfquery.
 
 Without ``--config`` it checks one identity and prints the result. With
-``--config FILE --rcpt ADDRESS`` it does what the daemon would do for that
-transaction: trusted networks, both identities, the recipient domain's
-policy, and it prints the action, the exact SMTP reply and the header
-fields, so that an administrator can try a policy change before reloading.
+``--config FILE --rcpt ADDRESS`` it drives the daemon's own transaction
+flow (flow.py) through that transaction: trusted networks, both identities
+(the null sender sharing the HELO check), the recipient domain's policy,
+and it prints the action, the exact SMTP reply and the header fields, so
+that an administrator can try a policy change before reloading.
 """
 
 from __future__ import annotations
@@ -17,17 +18,13 @@ from typing import Any
 
 from spf_milter.config import EX_CONFIG, ConfigError, load_all
 from spf_milter.dnsclient.resolver import DnsLookup
-from spf_milter.outcome import (
-    Envelope,
-    decide_for,
-    describe_action,
-    header_fields,
-    recipient_domain,
-    reply_of,
-)
-from spf_milter.policy import in_networks
-from spf_milter.service import make_settings
-from spf_milter.settings import Settings
+from spf_milter.eventloop import EventLoop
+from spf_milter.flow import Flow
+from spf_milter.metrics import Metrics
+from spf_milter.outcome import describe_action, reply_of
+from spf_milter.runner import CheckRunner
+from spf_milter.service import make_cache, make_settings
+from spf_milter.session import Skip
 from spf_milter.spf import Identity, Limits, Lookup, Trace
 from spf_milter.verify import (
     IdentityCheck,
@@ -121,15 +118,18 @@ def _run_with_policy(args: argparse.Namespace) -> int:
     lookup = None
     if args.nameserver:
         lookup = DnsLookup(args.nameserver, timeout=configuration.daemon.dns.timeout)
-    settings = make_settings(configuration, lookup)
-    trusted = in_networks(args.ip, settings.config.trusted_networks)
-    if trusted:
-        report: dict[str, Any] = {"trusted": True, "action": "accept", "headers": []}
-    else:
-        trace = Trace() if args.trace else None
-        helo, mailfrom = asyncio.run(_both(settings, args, trace))
-        _print_trace(trace, args.json)
-        report = _policy_report(settings, args, helo, mailfrom)
+    cache = make_cache(configuration.daemon.dns)
+    settings = make_settings(configuration, lookup, cache)
+    loop = EventLoop("spf-check")
+    loop.start()
+    try:
+        runner = CheckRunner(loop)
+        client = (args.ip, "")
+        flow = Flow(settings, runner, Metrics(), 0, client, tracing=args.trace)
+        report = _transaction(flow, args)
+        flow.close()
+    finally:
+        loop.stop()
     if args.json:
         print(json.dumps(report))
     else:
@@ -137,43 +137,58 @@ def _run_with_policy(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _both(
-    settings: Settings, args: argparse.Namespace, trace: Trace | None
-) -> tuple[IdentityCheck, IdentityCheck]:
-    receiver = settings.config.headers.receiver
-    common: dict[str, Any] = {"receiver": receiver, "limits": settings.limits}
-    helo = await check_helo(settings.lookup, args.ip, args.helo, **common)
-    sender = parse_mail_from(args.sender)
-    mailfrom = await check_mail_from(
-        settings.lookup, args.ip, sender, args.helo, trace=trace, **common
-    )
-    return helo, mailfrom
-
-
-def _policy_report(
-    settings: Settings,
-    args: argparse.Namespace,
-    helo: IdentityCheck,
-    mailfrom: IdentityCheck,
-) -> dict[str, Any]:
-    envelope = Envelope(args.ip, args.helo, parse_mail_from(args.sender))
-    report: dict[str, Any] = {
-        "trusted": False,
+def _transaction(flow: Flow, args: argparse.Namespace) -> dict[str, Any]:
+    """Drive ``flow`` through one transaction, as the daemon does; report it."""
+    if flow.conn.skip is Skip.TRUSTED:
+        return {"trusted": True, "action": "accept", "headers": []}
+    flow.hello(args.helo)
+    flow.mail_from(args.sender)
+    report: dict[str, Any] = {"trusted": False}
+    if args.rcpt is not None:
+        flow.recipient(args.rcpt)
+        report |= _decision_report(flow, args.rcpt)
+    helo, mailfrom = flow.checks()
+    if helo is None or mailfrom is None:
+        raise RuntimeError("the flow checked no identity")
+    _print_traces(helo, mailfrom, args.json)
+    edits = flow.end_of_message()
+    flow.end_transaction()
+    return {
+        **report,
         "helo": as_json(helo),
         "mailfrom": as_json(mailfrom),
+        "headers": [str(field) for field in edits.add],
     }
-    if args.rcpt is not None:
-        decision = decide_for(settings.policy, envelope, args.rcpt, helo, mailfrom)
-        report |= {
-            "rcpt_domain": recipient_domain(args.rcpt),
-            "rule": decision.rule,
-            "action": describe_action(decision, dry_run=settings.config.dry_run),
-            "reply": reply_of(decision),
-        }
-    config = settings.config
-    fields = header_fields(config.headers, config.authserv_id, envelope, helo, mailfrom)
-    report["headers"] = [f"{name}: {value}" for name, value in fields]
-    return report
+
+
+def _decision_report(flow: Flow, rcpt: str) -> dict[str, Any]:
+    transaction = flow.conn.transaction
+    if transaction is None or not transaction.decisions:
+        raise RuntimeError("the flow made no decision")
+    entry = transaction.decisions[-1]
+    decision = entry.decision
+    return {
+        "rcpt_domain": entry.domain,
+        "rule": decision.rule,
+        "action": describe_action(decision, dry_run=flow.conn.settings.config.dry_run),
+        "reply": reply_of(decision),
+    }
+
+
+def _print_traces(
+    helo: IdentityCheck, mailfrom: IdentityCheck, to_stderr: bool
+) -> None:
+    """Print the trace of both checks; the null sender's is the HELO check's."""
+    if helo.trace is None:
+        return
+    out = sys.stderr if to_stderr else sys.stdout
+    print(f"helo check of {helo.sender!r}:", file=out)
+    _print_trace(helo.trace, to_stderr)
+    if mailfrom.trace is helo.trace:
+        print("mailfrom check: the null sender's, the HELO check above", file=out)
+        return
+    print(f"mailfrom check of {mailfrom.sender!r}:", file=out)
+    _print_trace(mailfrom.trace, to_stderr)
 
 
 def _policy_text(report: dict[str, Any]) -> str:

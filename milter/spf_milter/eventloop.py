@@ -1,10 +1,11 @@
 """One asyncio event loop in its own thread, shared by every SMTP connection.
 
 libmilter calls the callbacks on one thread per connection; the SPF checks
-are coroutines. Every check of every connection runs on this one loop, so
-the HELO and MAIL FROM checks of a transaction, and the checks of all
-connections, overlap their DNS queries. A callback submits a coroutine and
-later waits for its result with a bound.
+are coroutines. Every check that needs the DNS runs on this one loop (the
+check runner, runner.py, answers a warm one from the cache at once), so the
+HELO and MAIL FROM checks of a transaction, and the checks of all
+connections, overlap their DNS queries. The runner submits a coroutine; the
+transaction flow later waits for its result with a bound.
 """
 
 from __future__ import annotations

@@ -31,8 +31,8 @@ from spf_milter.action import (
     render_action,
 )
 from spf_milter.spf import CheckResult, Identity, SpfResult
+from spf_milter.spf.address import IPAddress as IPAddress  # config.py uses it
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_DOMAIN_NAME: Final = 253  # RFC 1035 §2.3.4, without the trailing dot
@@ -85,9 +85,11 @@ class DomainRule:
 
 
 def in_networks(client_ip: IPAddress, networks: Iterable[IPNetwork]) -> bool:
-    """Tell whether ``client_ip`` is in one of ``networks`` (IPv4-mapped as IPv4)."""
-    if isinstance(client_ip, ipaddress.IPv6Address) and client_ip.ipv4_mapped:
-        client_ip = client_ip.ipv4_mapped
+    """Tell whether ``client_ip`` is in one of ``networks``.
+
+    The client address comes normalised (IPv4-mapped as IPv4, spf.address),
+    as the flow makes it once at connect.
+    """
     return any(client_ip in network for network in networks)
 
 

@@ -20,6 +20,7 @@ from spf_milter.dnsclient.cache import DnsCache
 from spf_milter.dnsclient.resolver import DnsLookup
 from spf_milter.eventloop import EventLoop
 from spf_milter.metrics import Metrics
+from spf_milter.runner import CheckRunner
 from spf_milter.settings import Settings
 from spf_milter.spf import Limits, Lookup
 
@@ -48,10 +49,9 @@ def make_settings(
         config=daemon,
         policy=configuration.policy,
         lookup=lookup,
-        # Prefetching needs a cache that shares in-flight queries.
-        limits=Limits(
-            time_limit=daemon.dns.time_limit, prefetch=cached_lookup is not None
-        ),
+        limits=Limits(time_limit=daemon.dns.time_limit),
+        # With it the runner answers warm checks at once and prefetches cold
+        # ones (runner.py): prefetching needs a cache that shares queries.
         cached_lookup=cached_lookup,
     )
 
@@ -126,7 +126,7 @@ class Traffic:
 
 
 class Service:
-    """The event loop, the DNS cache and the current Settings, reloadable."""
+    """The check runner, the DNS cache and the current Settings, reloadable."""
 
     def __init__(
         self,
@@ -138,6 +138,7 @@ class Service:
     ) -> None:
         self.config_path = config_path
         self.loop = loop
+        self.runner = CheckRunner(loop)
         self.cache = cache
         self.metrics = metrics if metrics is not None else Metrics()
         self._settings = settings

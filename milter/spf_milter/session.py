@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import enum
-import ipaddress
 import logging
 from dataclasses import dataclass, field
 
 from spf_milter.policy import Decision
 from spf_milter.settings import Settings
+from spf_milter.spf.address import IPAddress
 from spf_milter.verify import IdentityCheck
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 CheckFuture = concurrent.futures.Future[IdentityCheck]
 
 
@@ -28,6 +27,15 @@ class Skip(enum.StrEnum):
     TRUSTED = "trusted network"
     AUTHENTICATED = "authenticated"
     NO_ADDRESS = "no client address"
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The facts of a transaction that the results are about (untrusted text)."""
+
+    client_ip: IPAddress
+    helo: str
+    mail_from: str  # "" for the null sender
 
 
 @dataclass(slots=True)
@@ -46,10 +54,12 @@ class Transaction:
 
     mail_from: str  # the address; "" for the null sender
     skip: Skip | None = None
+    envelope: Envelope | None = None  # set when the transaction is checked
     mailfrom_check: CheckFuture | None = None
     decisions: list[RecipientDecision] = field(default_factory=list)
     auth_results_seen: int = 0  # Authentication-Results fields so far
     forged: list[int] = field(default_factory=list)  # 1-based indices of ours
+    client_received_spf: int = 0  # the client's Received-SPF fields
     quarantine: str | None = None
 
 
@@ -60,7 +70,7 @@ class Connection:
     id: int
     settings: Settings
     log: logging.LoggerAdapter[logging.Logger]
-    client_ip: IPAddress | None
+    client_ip: IPAddress | None  # normalised (IPv4-mapped as IPv4)
     client_name: str
     skip: Skip | None = None
     helo: str = ""

@@ -8,14 +8,13 @@ into check_host() calls; it knows nothing of milters or policies.
 
 from __future__ import annotations
 
-import ipaddress
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from spf_milter.spf import CheckResult, Identity, Limits, Lookup, Trace, check_host
+from spf_milter.spf.address import IPAddress
 from spf_milter.spf.limits import DEFAULT_LIMITS
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from spf_milter.spf.lookup import Prefetch
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +25,7 @@ class IdentityCheck:
     sender: str
     result: CheckResult
     elapsed_ms: float = 0.0  # how long the check took
+    trace: Trace | None = field(default=None, compare=False)  # when traced
 
 
 def parse_mail_from(argument: str) -> str:
@@ -58,6 +58,7 @@ async def check_helo(
     receiver: str = "unknown",
     limits: Limits = DEFAULT_LIMITS,
     trace: Trace | None = None,
+    prefetch: Prefetch | None = None,
 ) -> IdentityCheck:
     """Check the HELO identity (§2.3); an address literal gives "none"."""
     sender = f"postmaster@{helo}"
@@ -71,8 +72,10 @@ async def check_helo(
         receiver=receiver,
         limits=limits,
         trace=trace,
+        prefetch=prefetch,
     )
-    return IdentityCheck(Identity.HELO, sender, result, _ms_since(started))
+    elapsed = _ms_since(started)
+    return IdentityCheck(Identity.HELO, sender, result, elapsed, trace)
 
 
 async def check_mail_from(
@@ -84,6 +87,7 @@ async def check_mail_from(
     receiver: str = "unknown",
     limits: Limits = DEFAULT_LIMITS,
     trace: Trace | None = None,
+    prefetch: Prefetch | None = None,
 ) -> IdentityCheck:
     """Check the MAIL FROM identity (§2.4); ``address`` "" is the null sender."""
     sender = mail_from_sender(address, helo)
@@ -98,8 +102,10 @@ async def check_mail_from(
         receiver=receiver,
         limits=limits,
         trace=trace,
+        prefetch=prefetch,
     )
-    return IdentityCheck(Identity.MAILFROM, sender, result, _ms_since(started))
+    elapsed = _ms_since(started)
+    return IdentityCheck(Identity.MAILFROM, sender, result, elapsed, trace)
 
 
 def _ms_since(started: float) -> float:

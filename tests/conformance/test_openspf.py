@@ -28,6 +28,7 @@ from fakelookup import FakeLookup
 from spf_milter import cli
 from spf_milter.dnsclient.cache import DnsCache
 from spf_milter.dnsclient.resolver import DnsLookup, Nameserver
+from spf_milter.runner import Prefetcher
 from spf_milter.spf import Limits
 from spf_milter.verify import IdentityCheck, check_mail_from
 
@@ -108,14 +109,17 @@ def _sender_and_domain(case: Case) -> tuple[str, str]:
     return address, address.rpartition("@")[2]
 
 
-def _check(case: Case, lookup: Any, limits: Limits = SUITE_LIMITS) -> IdentityCheck:
+def _check(
+    case: Case, lookup: Any, prefetch: Prefetcher | None = None
+) -> IdentityCheck:
     return asyncio.run(
         check_mail_from(
             lookup,
             ipaddress.ip_address(case.spec["host"]),
             case.spec["mailfrom"],
             case.spec["helo"],
-            limits=limits,
+            limits=SUITE_LIMITS,
+            prefetch=prefetch,
         )
     )
 
@@ -182,8 +186,7 @@ def test_over_dns_cached_with_prefetch(case: Case, suite_server: DnsServer) -> N
         timeout=query_timeout(case),
         cache=DnsCache(),
     )
-    prefetching = dataclasses.replace(SUITE_LIMITS, prefetch=True)
-    result = _check(case, lookup, prefetching).result
+    result = _check(case, lookup, Prefetcher()).result
     expected = _check(case, FakeLookup(zone)).result
     assert str(result.result) in case.results, result
     # The problem of a temperror names the DNS failure, which differs.

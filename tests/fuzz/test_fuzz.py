@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 from dnszone import Zone
 from fakelookup import FakeLookup
 from harness import MilterHarness
-from spf_milter.callbacks import ERROR_REPLY
 from spf_milter.headers import MAX_LINE_OCTETS
+from spf_milter.outcome import ERROR_REPLY
 from spf_milter.spf import Limits, SpfResult, check_host
 from spf_milter.spf.errors import PermError
 from spf_milter.spf.macro import expand, parse_macro_string

@@ -12,8 +12,8 @@ from dnsserver import DnsServer
 from dnszone import Zone
 from spf_milter.dnsclient.cache import DnsCache, NotCached
 from spf_milter.dnsclient.resolver import DnsLookup, parse_nameserver
+from spf_milter.runner import run_now
 from spf_milter.spf import DnsServerFailure, SpfResult, check_host
-from spf_milter.spf.eager import run_now
 
 pytestmark = pytest.mark.integration
 

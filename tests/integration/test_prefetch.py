@@ -21,8 +21,8 @@ from dnsserver import DnsServer
 from dnszone import Zone
 from spf_milter.dnsclient.cache import DnsCache
 from spf_milter.dnsclient.resolver import DnsLookup, Nameserver
-from spf_milter.spf import CheckResult, Limits, SpfResult, check_host
-from spf_milter.spf.eager import run_now
+from spf_milter.runner import Prefetcher, run_now
+from spf_milter.spf import CheckResult, SpfResult, check_host
 
 pytestmark = pytest.mark.integration
 
@@ -54,10 +54,10 @@ def check(server: DnsServer, *, prefetch: bool) -> tuple[CheckResult, float]:
     lookup = DnsLookup(
         [Nameserver("127.0.0.1", server.port)], timeout=10.0, cache=DnsCache()
     )
-    limits = Limits(prefetch=prefetch)
+    prefetcher = Prefetcher() if prefetch else None
     started = time.monotonic()
     result = asyncio.run(
-        check_host(lookup, CLIENT, "example.org", "x@example.org", limits=limits)
+        check_host(lookup, CLIENT, "example.org", "x@example.org", prefetch=prefetcher)
     )
     return result, time.monotonic() - started
 
@@ -100,14 +100,14 @@ def test_a_warm_check_starts_no_prefetch(server: DnsServer) -> None:
     lookup = DnsLookup(
         [Nameserver("127.0.0.1", server.port)], timeout=10.0, cache=cache
     )
-    limits = Limits(prefetch=True)
+    prefetcher = Prefetcher()
     first = asyncio.run(
-        check_host(lookup, CLIENT, "example.org", "x@example.org", limits=limits)
+        check_host(lookup, CLIENT, "example.org", "x@example.org", prefetch=prefetcher)
     )
     sent = server.query_count
     # Answered from the cache alone, in this thread, without an event loop.
     again = run_now(
-        check_host(lookup, CLIENT, "example.org", "x@example.org", limits=limits)
+        check_host(lookup, CLIENT, "example.org", "x@example.org", prefetch=prefetcher)
     )
     assert again == first
     assert server.query_count == sent

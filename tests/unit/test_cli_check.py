@@ -353,3 +353,24 @@ def test_check_with_config_without_rcpt_says_how_to_see_the_policy(
         " and the SMTP reply"
     )
     assert not any(line.startswith(("action", "reply")) for line in lines)
+
+
+def test_check_with_config_traces_both_identities(
+    server: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = _policy_config(tmp_path, server)
+    argv = ["check", "--config", str(config), "--ip", "203.0.113.9", "--trace"]
+    cli.main([*argv, "--sender", "a@example.org", "--helo", "mail.example.org"])
+    out = capsys.readouterr().out
+    assert "helo check of 'postmaster@mail.example.org':" in out
+    assert "mailfrom check of 'a@example.org':" in out
+    # Each trace ends with its result line, before the summary.
+    assert out.count("result: fail") == 2
+
+
+def test_check_with_config_traces_the_null_sender_as_the_helo_check(
+    server: DnsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = _check_with_config(server, tmp_path, capsys, "--trace")
+    assert lines[0] == "helo check of 'postmaster@nospf.example.org':"
+    assert "mailfrom check: the null sender's, the HELO check above" in lines

@@ -699,5 +699,6 @@ def test_the_daemon_prefetches_only_with_its_shared_cache() -> None:
     cache = make_cache(configuration.daemon.dns)
     assert cache is not None  # the sample keeps the default cache
     with_cache = make_settings(configuration, cache=cache)
-    assert with_cache.limits.prefetch
-    assert not make_settings(configuration, cache=None).limits.prefetch
+    # The check runner prefetches with a cached Lookup only (runner.py).
+    assert with_cache.cached_lookup is not None
+    assert make_settings(configuration, cache=None).cached_lookup is None

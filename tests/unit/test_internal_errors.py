@@ -84,10 +84,10 @@ def test_accept_steps_aside_for_the_recipient_only(
             raise ZeroDivisionError("boom")
         return real(*args)
 
-    from spf_milter import callbacks
+    from spf_milter import flow
 
-    real = callbacks.decide_for
-    monkeypatch.setattr("spf_milter.callbacks.decide_for", broken_once)
+    real = flow.decide_for
+    monkeypatch.setattr("spf_milter.flow.decide_for", broken_once)
     session = harness.session(headers=[FORGED], recipients=["a@x.example"])
     assert session.rcpt_replies[0][0] == Milter.CONTINUE
     assert session.ctx.changed == [("Authentication-Results", 1, "")]
@@ -99,7 +99,7 @@ def test_accept_never_undoes_a_refusal_already_decided(
     def broken(*args: object) -> None:
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr("spf_milter.callbacks.SpfMilter._count", broken)
+    monkeypatch.setattr("spf_milter.flow.Flow._count", broken)
     session = harness.session(client_ip=FAILING_CLIENT)
     code, reply = session.rcpt_replies[0]
     assert code == Milter.REJECT
@@ -113,7 +113,7 @@ def test_accept_never_passes_fields_that_were_not_checked_for_forgery(
     def broken(*args: object) -> None:
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr("spf_milter.callbacks.is_our_authserv_id", broken)
+    monkeypatch.setattr("spf_milter.flow.is_our_authserv_id", broken)
     session = harness.session(headers=[FORGED])
     assert session.replies["eom"] == Milter.TEMPFAIL
 
@@ -121,7 +121,7 @@ def test_accept_never_passes_fields_that_were_not_checked_for_forgery(
 def test_accept_never_passes_a_message_that_carried_a_forged_field(
     harness: MilterHarness, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("spf_milter.callbacks.header_fields", lambda *a: 1 / 0)
+    monkeypatch.setattr("spf_milter.flow.header_fields", lambda *a: 1 / 0)
     forged = harness.session(headers=[FORGED])
     client_spf = harness.session(headers=[("Received-SPF", "pass (forged)")])
     clean = harness.session(headers=[("Subject", "hello")])

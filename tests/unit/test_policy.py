@@ -310,7 +310,6 @@ RELAY_POLICY = Policy(
     [
         pytest.param("198.51.100.7", "example.org", True, id="ipv4-relay"),
         pytest.param("2001:db8::25", "example.org", True, id="ipv6-relay"),
-        pytest.param("::ffff:198.51.100.7", "example.org", True, id="v4-mapped"),
         pytest.param("192.0.2.1", "example.org", False, id="other-client"),
         pytest.param("198.51.100.7", "example.com", False, id="other-domain"),
     ],

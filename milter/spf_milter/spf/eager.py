@@ -6,6 +6,10 @@ scheduling that only a real wait needs (a task per parallel lookup, a timer
 for the time limit); a coroutine that does wait is handed to the event loop
 exactly where it stopped, so a cold check still overlaps its queries.
 Python 3.12's eager task factory does the same for tasks; this works on 3.11.
+The values and errors are those of ``asyncio.timeout`` and ``asyncio.gather``:
+how the engine awaits, not what it computes. Stateless: whatever runs in the
+background on the engine's behalf (prefetching) belongs to the caller's
+runner (spf_milter.runner), not to this module.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import types
 from collections.abc import Coroutine, Generator, Iterable
-from typing import Any, Final, TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 E = TypeVar("E", bound=Exception)
@@ -29,72 +33,7 @@ async def run_eagerly(coro: Coroutine[Any, Any, T], time_limit: float) -> T:
     except StopIteration as stop:
         return stop.value  # type: ignore[no-any-return]
     async with asyncio.timeout(time_limit):
-        return await _resume(coro, yielded)
-
-
-async def await_noting_wait(coro: Coroutine[Any, Any, T]) -> tuple[T, bool]:
-    """Await ``coro``; return its value and whether it had to wait."""
-    try:
-        yielded = coro.send(None)
-    except StopIteration as stop:
-        return stop.value, False
-    return await _resume(coro, yielded), True
-
-
-def start_in_background(coro: Coroutine[Any, Any, Any]) -> bool:
-    """Run ``coro`` for its side effects; its value and errors are dropped.
-
-    It is started at once; only if it has to wait does it become a task of
-    the running event loop (kept referenced until it ends). Without a
-    running loop, a coroutine that has to wait is closed. While
-    MAX_BACKGROUND of them wait already, ``coro`` is closed unstarted, so a
-    flood of work that waits cannot pile up tasks (and sockets) without
-    bound. Return whether it was started.
-    """
-    if len(_BACKGROUND) >= MAX_BACKGROUND:
-        coro.close()
-        return False
-    try:
-        yielded = coro.send(None)
-    except Exception:  # noqa: BLE001 - done (StopIteration) or failed: either way, over
-        return True
-    try:
-        loop = asyncio.get_running_loop()
-    except RuntimeError:  # no running event loop: nothing could wait
-        coro.close()
-        return True
-    task = loop.create_task(_resume(coro, yielded))
-    _BACKGROUND.add(task)
-    task.add_done_callback(_forget)
-    return True
-
-
-MAX_BACKGROUND: Final = 256  # coroutines of start_in_background() waiting at once
-_BACKGROUND: set[asyncio.Task[Any]] = set()
-
-
-def _forget(task: asyncio.Task[Any]) -> None:
-    _BACKGROUND.discard(task)
-    if not task.cancelled():
-        task.exception()  # retrieved: asyncio logs no "never retrieved"
-
-
-class WouldWait(RuntimeError):
-    """run_now() was given a coroutine that has to wait."""
-
-
-def run_now(coro: Coroutine[Any, Any, T]) -> T:
-    """Run ``coro`` to the end in the calling thread; it must never wait.
-
-    For a check whose DNS answers all come from a cache: no event loop, no
-    task. Raise WouldWait (and close the coroutine) if it has to wait.
-    """
-    try:
-        coro.send(None)
-    except StopIteration as stop:
-        return stop.value  # type: ignore[no-any-return]
-    coro.close()
-    raise WouldWait("the coroutine had to wait")
+        return await resume(coro, yielded)
 
 
 async def gather_eagerly(
@@ -117,7 +56,7 @@ async def gather_eagerly(
             results.append(error)
             continue
         results.append(None)
-        waiting[index] = asyncio.ensure_future(_resume(coro, yielded))
+        waiting[index] = asyncio.ensure_future(resume(coro, yielded))
     if waiting:
         answers = await asyncio.gather(*waiting.values(), return_exceptions=True)
         for index, answer in zip(waiting, answers, strict=True):
@@ -128,7 +67,7 @@ async def gather_eagerly(
 
 
 @types.coroutine
-def _resume(coro: Coroutine[Any, Any, T], yielded: Any) -> Generator[Any, Any, T]:
+def resume(coro: Coroutine[Any, Any, T], yielded: Any) -> Generator[Any, Any, T]:
     """Go on with a coroutine that was started by hand and stopped at ``yielded``.
 
     What the coroutine yielded (a future, or None for a bare yield) goes up

@@ -15,12 +15,8 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, Final, TypeVar
 
-from spf_milter.spf.eager import (
-    await_noting_wait,
-    gather_eagerly,
-    run_eagerly,
-    start_in_background,
-)
+from spf_milter.spf.address import IPAddress, unmapped
+from spf_milter.spf.eager import gather_eagerly, run_eagerly
 from spf_milter.spf.errors import PermError, SpfError, TempError
 from spf_milter.spf.explain import (
     fetch_explanation,
@@ -28,7 +24,7 @@ from spf_milter.spf.explain import (
     sanitise_explanation,
 )
 from spf_milter.spf.limits import DEFAULT_LIMITS, Limits
-from spf_milter.spf.lookup import DnsAnswerTooLarge, DnsError, Lookup
+from spf_milter.spf.lookup import DnsAnswerTooLarge, DnsError, Lookup, Prefetch
 from spf_milter.spf.macro import (
     MacroContext,
     MacroString,
@@ -60,7 +56,6 @@ from spf_milter.spf.record import (
 from spf_milter.spf.result import CheckResult, SpfResult
 from spf_milter.spf.trace import Trace, TracedLookup, printable
 
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 T = TypeVar("T")
 Fetch = Callable[[str], Coroutine[Any, Any, Sequence[object]]]
 FetchAddresses = Callable[[str], Coroutine[Any, Any, Sequence[IPAddress]]]
@@ -122,16 +117,20 @@ async def check_host(
     limits: Limits = DEFAULT_LIMITS,
     trace: Trace | None = None,
     clock: Callable[[], float] = time.time,
+    prefetch: Prefetch | None = None,
 ) -> CheckResult:
     """Return the SPF result of ``domain`` for a message from ``ip`` (§4).
 
     ``sender`` is the <sender> of §4.1 ("local-part@domain"; a missing local
     part is "postmaster"), ``helo`` the HELO/EHLO name for the %{h} macro.
-    Never raises for anything the DNS or the record holds.
+    Never raises for anything the DNS or the record holds. ``prefetch``,
+    outside the RFC, may warm ``lookup``'s cache (see _Check.prefetch); a
+    traced check never prefetches, so that its trace reads in RFC order.
     """
     if trace is not None:
         lookup = TracedLookup(lookup, trace)
-    check = _Check(lookup, ip, sender, helo, receiver, limits, trace, clock)
+        prefetch = None
+    check = _Check(lookup, ip, sender, helo, receiver, limits, trace, clock, prefetch)
     try:
         outcome = await run_eagerly(
             check.evaluate(domain, explain=True), limits.time_limit
@@ -161,7 +160,7 @@ class _Check:
         "limits",
         "lookup",
         "prefetched",
-        "prefetching",
+        "prefetcher",
         "receiver",
         "records",
         "sender",
@@ -179,9 +178,10 @@ class _Check:
         limits: Limits,
         trace: Trace | None,
         clock: Callable[[], float],
+        prefetcher: Prefetch | None,
     ) -> None:
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped  # §5: an IPv4-mapped client is matched as IPv4
+        if isinstance(ip, ipaddress.IPv6Address):
+            ip = unmapped(ip)  # §5: an IPv4-mapped client is matched as IPv4
         self.lookup = lookup
         self.ip = ip
         self.ip_int = int(ip)
@@ -195,7 +195,7 @@ class _Check:
         self.void_lookups = 0
         self.records = 0
         self.prefetched = 0
-        self.prefetching = limits.prefetch and trace is None
+        self.prefetcher = prefetcher
         self.sender = sender
         self.helo = helo
         self.receiver = receiver
@@ -269,8 +269,8 @@ class _Check:
         """Return ``name``'s one SPF record, None if it has none (§4.4, §4.5)."""
         waited = False
         try:  # name was normalised: queryable
-            if self.prefetching:
-                texts, waited = await await_noting_wait(self.lookup.txt(name))
+            if self.prefetcher is not None:
+                texts, waited = await self.prefetcher.fetch(self.lookup.txt(name))
             else:
                 texts = await self.lookup.txt(name)
         except DnsError as error:
@@ -295,10 +295,13 @@ class _Check:
         evaluated in order, queried, and counted as §4.6.4 says, so the
         result, the mechanism and the counts stay as without it. Bounded:
         no more terms than the check may still evaluate, no more than
-        max_dns_terms prefetches per check, no more than
-        eager.MAX_BACKGROUND waiting in the whole process; no %{p} targets
-        (they need PTR lookups) and no ptr mechanisms.
+        max_dns_terms prefetches per check, no more than the prefetcher
+        lets wait at once; no %{p} targets (they need PTR lookups) and no
+        ptr mechanisms.
         """
+        prefetcher = self.prefetcher
+        if prefetcher is None:
+            return
         queries = self.first_queries(record)
         budget = self.limits.max_dns_terms - max(self.dns_terms, self.prefetched)
         for fetch, spec in queries[: max(budget, 0)]:
@@ -307,7 +310,7 @@ class _Check:
             target = name if spec is None else self.target_now(spec, name)
             if target is None or not is_queryable(target):
                 continue
-            if not start_in_background(fetch(target)):
+            if not prefetcher.start(fetch(target)):
                 return  # too many prefetches wait already: evaluate as usual
             self.prefetched += 1
 

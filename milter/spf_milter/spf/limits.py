@@ -1,5 +1,4 @@
-"""The processing limits of a check, its default explanation (RFC 7208 §4.6.4),
-and whether it prefetches."""
+"""The processing limits of a check and its default explanation (RFC 7208 §4.6.4)."""
 
 from __future__ import annotations
 
@@ -28,15 +27,7 @@ DEFAULT_EXPLANATION: Final = "SPF: %{o} does not designate %{c} as a permitted s
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """The processing limits and the default explanation of a check.
-
-    ``prefetch``: when a record had to be fetched from the DNS, start the
-    first query of each of its DNS-querying terms at once, so that terms
-    evaluated one after another find their answers already on the way. It
-    is worth it only with a Lookup that shares in-flight queries (the
-    daemon's cached one); results and counts do not change (see
-    ``_Check.prefetch``).
-    """
+    """The processing limits and the default explanation of a check."""
 
     max_dns_terms: int = MAX_DNS_TERMS
     max_void_lookups: int = MAX_VOID_LOOKUPS
@@ -46,7 +37,6 @@ class Limits:
     max_records: int = MAX_RECORDS
     default_explanation: str = DEFAULT_EXPLANATION
     max_explanation_length: int = MAX_EXPLANATION_LENGTH
-    prefetch: bool = False
 
     def __post_init__(self) -> None:
         try:

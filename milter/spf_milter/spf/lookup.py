@@ -8,7 +8,10 @@ dnspython (spf_milter.dnsclient.resolver), tests pass an in-memory zone.
 from __future__ import annotations
 
 import ipaddress
-from typing import Protocol
+from collections.abc import Coroutine
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
 
 
 class DnsError(Exception):
@@ -66,4 +69,22 @@ class Lookup(Protocol):
 
     async def ptr(self, name: str) -> list[str]:
         """Return the PTR targets of ``name`` (an in-addr.arpa or ip6.arpa name)."""
+        ...
+
+
+class Prefetch(Protocol):
+    """Optional: warm a Lookup's shared cache ahead of the evaluation.
+
+    Not part of RFC 7208: a speed-up the caller may give check_host() with a
+    Lookup that shares its in-flight queries (the daemon's cached one).
+    Every term is still evaluated in order, queried and counted as §4.6.4
+    says, so the result and the counts are the same with or without it.
+    """
+
+    async def fetch(self, query: Coroutine[Any, Any, T]) -> tuple[T, bool]:
+        """Await ``query``; return its value and whether it had to wait."""
+        ...
+
+    def start(self, query: Coroutine[Any, Any, object]) -> bool:
+        """Start ``query`` in the background; False if it was dropped unstarted."""
         ...
