@@ -1,8 +1,9 @@
 """Shared pytest fixtures.
 
 pytest puts this directory (tests/) on sys.path when it imports this file,
-so tests import the shared helpers as top-level modules: dnszone,
-fakelookup, dnsserver.
+so tests import the shared helpers from the ``helpers`` package
+(``from helpers.dnsserver import DnsServer``) and the MTA drivers from the
+``mta`` package.
 """
 
 from __future__ import annotations
@@ -12,8 +13,8 @@ from collections.abc import Iterator
 import hypothesis
 import pytest
 
-from dnsserver import DnsServer
-from dnszone import Zone
+from helpers.dnsserver import DnsServer
+from helpers.dnszone import Zone
 
 # A test asserts behaviour, not the machine's speed: no per-example deadline,
 # which a busy machine misses on any example (the bounds on work that matter

@@ -22,9 +22,9 @@ from typing import Any
 import pytest
 import yaml
 
-from dnsserver import DnsServer
-from dnszone import Zone
-from fakelookup import FakeLookup
+from helpers.dnsserver import DnsServer
+from helpers.dnszone import Zone
+from helpers.fakelookup import FakeLookup
 from spf_milter import cli
 from spf_milter.dnsclient.cache import DnsCache
 from spf_milter.dnsclient.resolver import DnsLookup, Nameserver

@@ -35,9 +35,9 @@ import spf
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from dnszone import Outcome, Resolution, Zone
-from fakelookup import FakeLookup
-from pyspfzone import zone_lookup
+from helpers.dnszone import Outcome, Resolution, Zone
+from helpers.fakelookup import FakeLookup
+from helpers.pyspfzone import zone_lookup
 from spf_milter.verify import check_mail_from
 
 EXAMPLES = int(os.environ.get("SPF_DIFF_EXAMPLES", "300"))

@@ -24,9 +24,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dnszone import Zone
-from fakelookup import FakeLookup
-from harness import MilterHarness
+from helpers.dnszone import Zone
+from helpers.fakelookup import FakeLookup
+from helpers.harness import MilterHarness
 from spf_milter.headers import MAX_LINE_OCTETS
 from spf_milter.outcome import ERROR_REPLY
 from spf_milter.spf import Limits, SpfResult, check_host

@@ -17,11 +17,11 @@ from dataclasses import dataclass
 
 import pytest
 
-from daemon import MilterDaemon, console_script
-from dnsserver import DnsServer
-from dnszone import Zone
-from milterclient import Endpoint, MilterSession
-from milterwire import (
+from helpers.dnsserver import DnsServer
+from helpers.dnszone import Zone
+from helpers.milterclient import Endpoint, MilterSession
+from helpers.milterdaemon import MilterDaemon, console_script
+from helpers.milterwire import (
     SMFIC_BODYEOB,
     SMFIC_CONNECT,
     SMFIC_DATA,

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import MilterDaemon, console_script
+from helpers.milterdaemon import MilterDaemon, console_script
 
 pytestmark = pytest.mark.integration
 

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from dnsserver import DnsServer
-from dnszone import Zone
+from helpers.dnsserver import DnsServer
+from helpers.dnszone import Zone
 from spf_milter.dnsclient.cache import DnsCache, NotCached
 from spf_milter.dnsclient.resolver import DnsLookup, parse_nameserver
 from spf_milter.runner import run_now

@@ -21,8 +21,8 @@ import dns.rcode
 import dns.rrset
 import pytest
 
-from dnsserver import DnsServer
-from dnszone import Zone
+from helpers.dnsserver import DnsServer
+from helpers.dnszone import Zone
 from spf_milter.dnsclient.resolver import DnsLookup, Nameserver
 from spf_milter.spf.lookup import DnsServerFailure, DnsTimeout
 

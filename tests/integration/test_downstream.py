@@ -37,10 +37,10 @@ from typing import Final, NoReturn
 
 import pytest
 
-from daemon import MilterDaemon
-from dnsserver import DnsServer
-from dnszone import Zone
-from headerparse import parse_received_spf
+from helpers.dnsserver import DnsServer
+from helpers.dnszone import Zone
+from helpers.headerparse import parse_received_spf
+from helpers.milterdaemon import MilterDaemon
 from mta.common import make_public_dir
 from mta.delivery import Delivery
 from mta.milterprocess import MilterProcess, MilterSocket

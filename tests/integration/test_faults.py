@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon import MilterDaemon
-from dnsserver import DnsServer
-from dnszone import Zone
+from helpers.dnsserver import DnsServer
+from helpers.dnszone import Zone
+from helpers.milterdaemon import MilterDaemon
 from mta.common import Mta, make_public_dir
 from mta.delivery import Delivery
 from mta.milterprocess import MilterSocket

@@ -23,12 +23,12 @@ from typing import Final
 
 import pytest
 
-from daemon import MilterDaemon
-from dnsserver import DnsServer
-from dnszone import Zone
-from headerparse import parse_received_spf
-from milterclient import Endpoint, MilterSession
-from milterwire import (
+from helpers.dnsserver import DnsServer
+from helpers.dnszone import Zone
+from helpers.headerparse import parse_received_spf
+from helpers.milterclient import Endpoint, MilterSession
+from helpers.milterdaemon import MilterDaemon
+from helpers.milterwire import (
     SMFIC_BODY,
     SMFIC_BODYEOB,
     SMFIC_CONNECT,

@@ -15,12 +15,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from daemon import MilterDaemon
-from dnsserver import DnsServer
-from dnszone import Zone
-from headerparse import clauses, parse_auth_results, parse_received_spf
-from milterclient import Endpoint, MilterSession
-from milterwire import (
+from helpers.dnsserver import DnsServer
+from helpers.dnszone import Zone
+from helpers.headerparse import clauses, parse_auth_results, parse_received_spf
+from helpers.milterclient import Endpoint, MilterSession
+from helpers.milterdaemon import MilterDaemon
+from helpers.milterwire import (
     SMFIC_BODYEOB,
     SMFIC_CONNECT,
     SMFIC_DATA,

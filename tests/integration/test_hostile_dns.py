@@ -18,8 +18,8 @@ from dataclasses import dataclass
 
 import pytest
 
-from dnsserver import DnsServer, Transport
-from dnszone import Zone
+from helpers.dnsserver import DnsServer, Transport
+from helpers.dnszone import Zone
 from spf_milter.dnsclient.cache import DnsCache
 from spf_milter.dnsclient.resolver import DnsLookup, Nameserver
 from spf_milter.spf import CheckResult, Limits, SpfResult, check_host

@@ -22,12 +22,12 @@ from pathlib import Path
 
 import pytest
 
-import daemon as daemon_module
-from daemon import MilterDaemon
-from dnsserver import DnsServer
-from dnszone import Zone
-from milterclient import Endpoint, MilterSession
-from milterwire import (
+import helpers.milterdaemon as daemon_module
+from helpers.dnsserver import DnsServer
+from helpers.dnszone import Zone
+from helpers.milterclient import Endpoint, MilterSession
+from helpers.milterdaemon import MilterDaemon
+from helpers.milterwire import (
     SMFIC_BODYEOB,
     SMFIC_CONNECT,
     SMFIC_DATA,

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from dnsserver import DnsServer
-from dnszone import Zone
+from helpers.dnsserver import DnsServer
+from helpers.dnszone import Zone
 from spf_milter.dnsclient.cache import DnsCache
 from spf_milter.dnsclient.resolver import DnsLookup, Nameserver
 from spf_milter.spf import Limits, SpfResult, check_host

@@ -9,9 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from daemon import MilterDaemon, free_port
-from dnsserver import DnsServer
-from dnszone import Zone
+from helpers.dnsserver import DnsServer
+from helpers.dnszone import Zone
+from helpers.milterdaemon import MilterDaemon, free_port
 from mta.postfix import PostfixInstance, make_public_dir, postfix_available
 from mta.smtp import send
 

@@ -18,15 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from daemon import MilterDaemon
-from dnsserver import DnsServer
-from dnszone import Zone
-from headerparse import (
+from helpers.dnsserver import DnsServer
+from helpers.dnszone import Zone
+from helpers.headerparse import (
     ReceivedSpf,
     clauses,
     parse_auth_results,
     parse_received_spf,
 )
+from helpers.milterdaemon import MilterDaemon
 from mta.common import Mta, make_public_dir
 from mta.delivery import DELIVERY_TIMEOUT, Delivery
 from mta.milterprocess import MilterSocket

@@ -1,6 +1,6 @@
 """What the real daemon negotiates with an MTA, read off the milter protocol.
 
-A client speaking protocol 6 as Postfix does (tests/milterclient.py) opens
+A client speaking protocol 6 as Postfix does (tests/helpers/milterclient.py) opens
 the daemon's socket and reads its SMFIC_OPTNEG answer: the steps it
 declines or answers without a reply, and the macros it asks for. If the
 negotiation fails, libmilter silently falls back to "everything": the MTA
@@ -16,9 +16,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from daemon import MilterDaemon
-from milterclient import Endpoint, MilterSession
-from milterwire import Negotiated, Stage, Step
+from helpers.milterclient import Endpoint, MilterSession
+from helpers.milterdaemon import MilterDaemon
+from helpers.milterwire import Negotiated, Stage, Step
 from mta.common import make_public_dir
 
 pytestmark = pytest.mark.integration

@@ -17,8 +17,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from dnsserver import DnsServer
-from dnszone import Zone
+from helpers.dnsserver import DnsServer
+from helpers.dnszone import Zone
 from spf_milter.dnsclient.cache import DnsCache
 from spf_milter.dnsclient.resolver import DnsLookup, Nameserver
 from spf_milter.runner import Prefetcher, run_now

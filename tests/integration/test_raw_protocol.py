@@ -16,11 +16,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from daemon import MilterDaemon
-from dnsserver import DnsServer
-from dnszone import Zone
-from milterclient import Endpoint, MilterSession
-from milterwire import (
+from helpers.dnsserver import DnsServer
+from helpers.dnszone import Zone
+from helpers.milterclient import Endpoint, MilterSession
+from helpers.milterdaemon import MilterDaemon
+from helpers.milterwire import (
     SMFIC_BODYEOB,
     SMFIC_CONNECT,
     SMFIC_DATA,

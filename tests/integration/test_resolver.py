@@ -28,9 +28,9 @@ import dns.rdatatype
 import pytest
 import yaml
 
-from dnsserver import DnsServer, LoggedQuery
-from dnszone import Zone
-from fakelookup import FakeLookup
+from helpers.dnsserver import DnsServer, LoggedQuery
+from helpers.dnszone import Zone
+from helpers.fakelookup import FakeLookup
 from spf_milter.dnsclient.resolver import DnsLookup, Nameserver, parse_nameserver
 from spf_milter.spf.lookup import DnsError, DnsServerFailure, DnsTimeout, Lookup
 
@@ -312,9 +312,11 @@ def test_standalone_server_prints_its_port_and_stops_on_sigterm(
 ) -> None:
     zone_file = tmp_path / "example.zone"
     zone_file.write_text("$TTL 300\n$ORIGIN example.com.\n@ IN A 192.0.2.1\n")
-    script = Path(__file__).resolve().parents[1] / "dnsserver.py"
-    command = [sys.executable, str(script), "--zone", str(zone_file)]
-    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+    tests_dir = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "helpers.dnsserver", "--zone", str(zone_file)]
+    with subprocess.Popen(
+        command, stdout=subprocess.PIPE, text=True, cwd=tests_dir
+    ) as process:
         try:
             assert process.stdout is not None
             ready, _, _ = select.select([process.stdout], [], [], 10)

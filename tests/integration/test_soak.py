@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-from daemon import MilterDaemon
-from dnsserver import DnsServer
-from dnszone import Zone
+from helpers.dnsserver import DnsServer
+from helpers.dnszone import Zone
+from helpers.milterdaemon import MilterDaemon
 from mta.common import make_public_dir
 from mta.postfix import PostfixInstance
 from mta.smtp import send

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import console_script
+from helpers.milterdaemon import console_script
 from mta.common import make_public_dir
 
 pytestmark = [

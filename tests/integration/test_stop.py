@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from daemon import MilterDaemon
-from dnsserver import DnsServer
-from dnszone import Zone
-from milterclient import Endpoint, MilterSession
-from milterwire import (
+from helpers.dnsserver import DnsServer
+from helpers.dnszone import Zone
+from helpers.milterclient import Endpoint, MilterSession
+from helpers.milterdaemon import MilterDaemon
+from helpers.milterwire import (
     SMFIC_BODYEOB,
     SMFIC_CONNECT,
     SMFIC_DATA,

@@ -31,8 +31,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final, Self
 
-from dnsserver import DnsServer
-from dnszone import Zone
+from helpers.dnsserver import DnsServer
+from helpers.dnszone import Zone
 from mta.milterprocess import MilterProcess, MilterSocket
 
 OPENDMARC: Final = "/usr/sbin/opendmarc"

@@ -2,7 +2,7 @@
 
 Sendmail's test fixture wires one milter (README.md's line); to show a
 milter that runs after ours (OpenDMARC) a message Sendmail delivered, this
-module opens a milter session of its own (tests/milterclient.py) and sends
+module opens a milter session of its own (tests/helpers/milterclient.py) and sends
 the envelope and every header field of the delivered file but the delivery
 agent's ``Return-Path:``, in order, with the ``i`` macro (the queue id)::
 
@@ -16,8 +16,8 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final
 
-from milterclient import Endpoint, MilterSession
-from milterwire import (
+from helpers.milterclient import Endpoint, MilterSession
+from helpers.milterwire import (
     SMFIC_BODY,
     SMFIC_BODYEOB,
     SMFIC_CONNECT,

@@ -10,8 +10,8 @@ import authres
 import Milter
 import pytest
 
-from dnszone import Zone
-from harness import MilterHarness, RecordingCtx
+from helpers.dnszone import Zone
+from helpers.harness import MilterHarness, RecordingCtx
 from spf_milter.callbacks import SpfMilter, parse_client_address
 from spf_milter.settings import Settings
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dnsserver import DnsServer
-from dnszone import Zone
+from helpers.dnsserver import DnsServer
+from helpers.dnszone import Zone
 from spf_milter import cli
 
 ZONE = """\

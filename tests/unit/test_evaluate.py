@@ -9,9 +9,9 @@ from collections.abc import Callable
 
 import pytest
 
-from dnszone import Zone
-from fakelookup import FakeLookup
-from growth import LINEAR_BOUND, best_time, growth
+from helpers.dnszone import Zone
+from helpers.fakelookup import FakeLookup
+from helpers.growth import LINEAR_BOUND, best_time, growth
 from spf_milter.spf import CheckResult, Limits, SpfResult, Trace, check_host
 
 CLIENT = "192.0.2.10"

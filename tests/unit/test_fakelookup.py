@@ -9,8 +9,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from dnszone import Zone
-from fakelookup import FakeLookup
+from helpers.dnszone import Zone
+from helpers.fakelookup import FakeLookup
 from spf_milter.spf.lookup import DnsServerFailure, DnsTimeout
 
 T = TypeVar("T")

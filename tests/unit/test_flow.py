@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from dnszone import Zone
-from fakelookup import FakeLookup
+from helpers.dnszone import Zone
+from helpers.fakelookup import FakeLookup
 from spf_milter.action import Defer, Reject
 from spf_milter.config import OnError, load_all
 from spf_milter.eventloop import EventLoop

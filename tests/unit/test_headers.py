@@ -33,7 +33,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from headerparse import (
+from helpers.headerparse import (
     clauses,
     parse_auth_results,
     parse_received_spf,

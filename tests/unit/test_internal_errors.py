@@ -16,8 +16,8 @@ from pathlib import Path
 import Milter
 import pytest
 
-from dnszone import Zone
-from harness import MilterHarness
+from helpers.dnszone import Zone
+from helpers.harness import MilterHarness
 from spf_milter.config import OnError
 
 CONFIG = """\

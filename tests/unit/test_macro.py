@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from growth import LINEAR_BOUND, growth
+from helpers.growth import LINEAR_BOUND, growth
 from spf_milter.spf.errors import PermError
 from spf_milter.spf.macro import (
     MAX_DOMAIN_LENGTH,

@@ -1,4 +1,6 @@
-"""Light tests of the milter protocol client and codec (tests/milterclient.py).
+"""Light tests of the milter protocol client and codec.
+
+The client and codec are tests/helpers/milterclient.py and milterwire.py.
 
 The client drives the real daemon in tests/integration/test_negotiation.py
 and in the load benchmark (bench/milterload.py, which checks every
@@ -15,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from milterclient import Endpoint, MilterSession
-from milterwire import (
+from helpers.milterclient import Endpoint, MilterSession
+from helpers.milterwire import (
     SMFIC_BODYEOB,
     SMFIC_DATA,
     SMFIC_EOH,

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import pytest
 
-from growth import LINEAR_BOUND, best_time, growth
+from helpers.growth import LINEAR_BOUND, best_time, growth
 from spf_milter.spf.errors import PermError
 from spf_milter.spf.record import (
     A,

@@ -8,10 +8,11 @@ In tests::
         server.queries                     # [LoggedQuery(name, rdtype, transport)]
 
 Standalone, for the daemon and benchmarks (prints the port, runs until
-SIGTERM or SIGINT)::
+SIGTERM or SIGINT), as a module from tests/ so that ``helpers`` imports::
 
-    python tests/dnsserver.py --zone tests/zones/x.zone [--port N] [--address A]
-    python tests/dnsserver.py --openspf tests/openspf/rfc7208-tests.yml \
+    cd tests
+    python -m helpers.dnsserver --zone zones/x.zone [--port N] [--address A]
+    python -m helpers.dnsserver --openspf openspf/rfc7208-tests.yml \
         --scenario "Record lookup"
 
 UDP and TCP share one port on every address. One asyncio loop in a
@@ -64,7 +65,7 @@ import dns.renderer
 import dns.rrset
 import yaml
 
-from dnszone import Mx, Outcome, Rdata, Resolution, Zone, name_text
+from helpers.dnszone import Mx, Outcome, Rdata, Resolution, Zone, name_text
 
 TTL: Final = 300
 MIN_UDP_SIZE: Final = 512  # RFC 1035 §4.2.1; RFC 6891 §6.2.5: less counts as 512

@@ -21,7 +21,7 @@ libmilter's mfdef.h and Postfix's milter8.c; no code copied):
 - a message refused before its end is aborted (SMFIC_ABORT); a
   connection-level decision (at connect or HELO) ends the session.
 
-The wire format and its codec are in tests/milterwire.py.
+The wire format and its codec are in tests/helpers/milterwire.py.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from milterwire import (
+from helpers.milterwire import (
     EVENTS,
     MAX_PACKET,
     MODIFICATIONS,

@@ -19,8 +19,8 @@ from typing import Any
 import Milter
 from Milter.testctx import TestCtx
 
-from dnszone import Zone
-from fakelookup import FakeLookup
+from helpers.dnszone import Zone
+from helpers.fakelookup import FakeLookup
 from spf_milter.callbacks import SpfMilter
 from spf_milter.config import load_all
 from spf_milter.eventloop import EventLoop

@@ -1,4 +1,4 @@
-"""Answer pyspf's DNS queries from a tests/dnszone.py Zone, in memory.
+"""Answer pyspf's DNS queries from a tests/helpers/dnszone.py Zone, in memory.
 
 pyspf fetches every DNS answer through its module-level ``spf.DNSLookup``
 function; its own test suite replaces that function to serve test zones,
@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import spf
 
-from dnszone import Mx, Outcome, Rdata, Zone
+from helpers.dnszone import Mx, Outcome, Rdata, Zone
 
 PyspfAnswer = list[tuple[tuple[str, str], object]]
 PyspfLookup = Callable[..., PyspfAnswer]

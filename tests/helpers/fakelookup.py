@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Generic, TypeVar, cast
 
-from dnszone import Mx, Outcome, Rdata, RdType, Resolution, Zone
+from helpers.dnszone import Mx, Outcome, Rdata, RdType, Resolution, Zone
 from spf_milter.spf.lookup import DnsError, DnsServerFailure, DnsTimeout
 
 # dnspython gives up on CNAME chains this long (dns.message.MAX_CHAIN) and
