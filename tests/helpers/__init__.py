@@ -12,4 +12,6 @@ tests/conftest.py puts tests/ on sys.path, so a test imports them as
 - harness: the milter callbacks driven through pymilter's TestCtx;
 - headerparse: strict parsers of the header fields the milter writes;
 - growth: the ratio of running times, to assert linear growth.
+- lifecycle: Managed, the with-block start and close the servers and
+  processes above (and tests/mta's) share.
 """

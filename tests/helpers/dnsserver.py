@@ -42,7 +42,6 @@ import threading
 from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final, Literal, cast
 
 import dns.exception
@@ -66,6 +65,7 @@ import dns.rrset
 import yaml
 
 from helpers.dnszone import Mx, Outcome, Rdata, Resolution, Zone, name_text
+from helpers.lifecycle import Managed
 
 TTL: Final = 300
 MIN_UDP_SIZE: Final = 512  # RFC 1035 §4.2.1; RFC 6891 §6.2.5: less counts as 512
@@ -87,7 +87,7 @@ class LoggedQuery:
     transport: Transport
 
 
-class DnsServer:
+class DnsServer(Managed):
     """Serve ``zone`` on ``addresses`` (loopback only), UDP and TCP, one port."""
 
     def __init__(
@@ -137,18 +137,6 @@ class DnsServer:
         with self._log_lock:
             self._log.clear()
             self._delayed_peak = 0
-
-    def __enter__(self) -> DnsServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Bind the sockets and start answering in a background thread."""

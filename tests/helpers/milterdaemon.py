@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from helpers.lifecycle import Managed
+
 START_TIMEOUT = 30.0  # generous: a busy machine starts slowly
 STOP_TIMEOUT = 10.0  # the daemon stops well within 1 s; generous for a busy machine
 # A line of the daemon's stderr log (logsetup.STDERR_FORMAT) at WARNING or above.
@@ -45,7 +47,7 @@ def console_script() -> str:
     )
 
 
-class MilterDaemon:
+class MilterDaemon(Managed):
     """The daemon with the given config and policy, as a subprocess.
 
     It listens on ``inet:PORT@127.0.0.1``, or with ``unix_socket=True`` on a
@@ -186,21 +188,14 @@ class MilterDaemon:
             if not any(re.search(p, line.group("message")) for p in self.expected_log)
         ]
 
-    def __enter__(self) -> MilterDaemon:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()  # never leave a half-started daemon behind
-            raise
-        return self
-
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        self.stop()
+        """Stop; after a passing block, fail on WARNING lines no test expected."""
+        super().__exit__(exc_type, exc, traceback)
         if exc_type is None:
             unexpected = self.unexpected_log()
             assert unexpected == [], "the daemon logged:\n" + "\n".join(unexpected)

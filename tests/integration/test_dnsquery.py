@@ -14,7 +14,6 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
-from types import TracebackType
 
 import dns.message
 import dns.rcode
@@ -23,6 +22,7 @@ import pytest
 
 from helpers.dnsserver import DnsServer
 from helpers.dnszone import Zone
+from helpers.lifecycle import Managed
 from spf_milter.dnsclient.resolver import DnsLookup, Nameserver
 from spf_milter.spf.lookup import DnsServerFailure, DnsTimeout
 
@@ -32,7 +32,7 @@ Send = Callable[[bytes], None]
 Script = Callable[[dns.message.Message, Send, Send], None]
 
 
-class ScriptedServer:
+class ScriptedServer(Managed):
     """A UDP 'nameserver' on 127.0.0.1 that runs ``script`` for each query.
 
     The script gets the parsed query, a function that sends a datagram back
@@ -52,18 +52,13 @@ class ScriptedServer:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._serve, daemon=True)
 
-    def __enter__(self) -> ScriptedServer:
+    def start(self) -> None:
         self._thread.start()
-        return self
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def stop(self) -> None:
         self._stop.set()
-        self._thread.join(5)
+        if self._thread.is_alive():
+            self._thread.join(5)
         self._sock.close()
         self._other.close()
 

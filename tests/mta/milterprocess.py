@@ -15,9 +15,9 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Final, Self
+from typing import IO, Final
 
+from helpers.lifecycle import Managed
 from mta.loopback import free_port, is_listening
 from mta.wait import WaitTimeout, wait_until
 
@@ -75,7 +75,7 @@ class MilterSocket:
         return True
 
 
-class MilterProcess:
+class MilterProcess(Managed):
     """A milter subprocess; ``start()`` returns once its socket is ready."""
 
     def __init__(
@@ -93,18 +93,6 @@ class MilterProcess:
         self.output = output
         self.process: subprocess.Popen[bytes] | None = None
         self._output_file: IO[bytes] | None = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.kill()
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start the process and wait for its socket; raise if it exits first."""
@@ -133,6 +121,10 @@ class MilterProcess:
     def stop(self, timeout: float = STOP_TIMEOUT) -> int:
         """SIGTERM and wait (libmilter may take ~6 s, M1); SIGKILL at the deadline."""
         return self._end(signal.SIGTERM, timeout)
+
+    def close(self) -> None:
+        """SIGKILL at the end of a with-block: a test's milter needs no clean stop."""
+        self.kill()
 
     def kill(self) -> int:
         """SIGKILL: for throwaway milters in tests, with no M1 delay."""

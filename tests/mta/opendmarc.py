@@ -28,11 +28,11 @@ import random
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
 from helpers.dnsserver import DnsServer
 from helpers.dnszone import Zone
+from helpers.lifecycle import Managed
 from mta.milterprocess import MilterProcess, MilterSocket
 
 OPENDMARC: Final = "/usr/sbin/opendmarc"
@@ -100,7 +100,7 @@ def render_config(
     return "".join(f"{name} {value}\n" for name, value in settings.items())
 
 
-class OpenDmarc:
+class OpenDmarc(Managed):
     """A private opendmarc milter on a unix socket in ``work_dir``."""
 
     def __init__(
@@ -129,16 +129,15 @@ class OpenDmarc:
             argv, self.socket, output=work_dir / "opendmarc.out"
         )
 
-    def __enter__(self) -> Self:
+    def start(self) -> None:
+        """Start opendmarc and return once its socket takes connections."""
         self.process.start()
-        return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    def stop(self) -> int:
+        """SIGTERM opendmarc and wait for it (seconds: M1)."""
+        return self.process.stop()
+
+    def close(self) -> None:
         self.process.kill()  # M1: libmilter's SIGTERM exit takes seconds
 
     def history(self, queue_id: str) -> dict[str, list[str]]:

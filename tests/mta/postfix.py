@@ -24,9 +24,9 @@ import signal
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Final, Self
+from typing import TYPE_CHECKING, Final
 
+from helpers.lifecycle import Managed
 from mta.common import LogAndMailbox, is_zombie, make_public_dir
 from mta.delivery import Mailbox
 from mta.loopback import free_port, is_listening
@@ -56,7 +56,7 @@ def postfix_available() -> bool:
     return Path(POSTFIX).is_file()
 
 
-class PostfixInstance(LogAndMailbox):
+class PostfixInstance(LogAndMailbox, Managed):
     """A private Postfix on loopback ports; see the module docstring."""
 
     name: Final = "postfix"
@@ -112,18 +112,6 @@ class PostfixInstance(LogAndMailbox):
             f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
             for host in self.hosts
         ]
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def start(self, timeout: float = START_TIMEOUT) -> None:
         """Start master and wait until smtpd listens; raise PostfixError if not.

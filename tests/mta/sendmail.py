@@ -28,9 +28,9 @@ import signal
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import IO, TYPE_CHECKING, Final, Self
+from typing import IO, TYPE_CHECKING, Final
 
+from helpers.lifecycle import Managed
 from mta.common import LogAndMailbox, is_zombie, make_public_dir
 from mta.delivery import Mailbox
 from mta.loopback import free_port, is_listening
@@ -60,7 +60,7 @@ class SendmailError(Exception):
     """The private Sendmail did not do what was asked; the message has its log tail."""
 
 
-class SendmailInstance(LogAndMailbox):
+class SendmailInstance(LogAndMailbox, Managed):
     """A private Sendmail on loopback ports; see the module docstring."""
 
     name: Final = "sendmail"
@@ -106,22 +106,6 @@ class SendmailInstance(LogAndMailbox):
     def hosts(self) -> tuple[str, ...]:
         """The loopback addresses the daemon listens on."""
         return ("127.0.0.1", "::1") if self.ipv6 else ("127.0.0.1",)
-
-    def __enter__(self) -> Self:
-        try:
-            self.start()
-        except BaseException:
-            self.close()  # no log thread, process or work dir left behind
-            raise
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     # -- start and stop ----------------------------------------------------------
 

@@ -12,15 +12,16 @@ import contextlib
 import socket
 import threading
 from pathlib import Path
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
+
+from helpers.lifecycle import Managed
 
 RECEIVE_SIZE: Final = 65536
 POLL_INTERVAL: Final = 0.1  # how soon the thread sees close()
 JOIN_TIMEOUT: Final = 5.0
 
 
-class SyslogSink:
+class SyslogSink(Managed):
     """Receive syslog datagrams on ``socket_path``, append them to ``log_path``."""
 
     def __init__(self, socket_path: Path, log_path: Path) -> None:
@@ -29,18 +30,6 @@ class SyslogSink:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._socket: socket.socket | None = None
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
 
     @property
     def running(self) -> bool:
@@ -73,7 +62,7 @@ class SyslogSink:
                     return
                 log.write(message.rstrip(b"\0\n") + b"\n")
 
-    def close(self) -> None:
+    def stop(self) -> None:
         """Stop the thread (within a poll interval) and remove the socket."""
         self._stop.set()
         if self._thread is not None:
