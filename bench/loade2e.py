@@ -22,15 +22,12 @@ from __future__ import annotations
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
 import procstat
+from loadbench import Bench
 from loadshapes import HELO, RECIPIENT, SHAPES
-
-if TYPE_CHECKING:
-    from loadmatrix import Bench
 
 sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "tests")]
 
@@ -125,21 +122,3 @@ def run(bench: Bench) -> list[dict[str, object]]:
             )
             rows.append(row)
     return rows
-
-
-def table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Messages per second through Postfix and the milter's cost."""
-    alone = next((r["rate"] for r in rows if r["milter"] == "none"), 0.0)
-    lines = [
-        "| Postfix with | msg/s | share of Postfix alone | milter cost "
-        "| milter CPU ms/msg | errors |",
-        "|---|--:|--:|--:|--:|---|",
-    ]
-    for row in rows:
-        share = row["rate"] / alone if alone else 0.0
-        lines.append(
-            f"| {row['milter']} | {row['rate']:,.0f} | {share:.0%} "
-            f"| {1 - share:.0%} | {row['milter_cpu_ms']:.2f} "
-            f"| {row['errors'] or 'none'} |"
-        )
-    return "\n".join(lines)
