@@ -17,11 +17,10 @@ from pathlib import Path
 import dns.message
 import dns.query
 
-import netns
-import procstat
-from loadclient import MAX_MESSAGES, LoadResult, LoadSpec, run_load
-from loaddns import FRESH_SUFFIX
-from milters import Milter, start_incumbent, start_ours
+from bench import netns, procstat
+from bench.loadclient import MAX_MESSAGES, LoadResult, LoadSpec, run_load
+from bench.loaddns import FRESH_SUFFIX
+from bench.milters import Milter, start_incumbent, start_ours
 
 
 @dataclass(frozen=True, slots=True)

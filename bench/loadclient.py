@@ -19,23 +19,15 @@ import asyncio
 import dataclasses
 import resource
 import statistics
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Final
 
-sys.path[:0] = [
-    str(Path(__file__).resolve().parent),
-    str(Path(__file__).resolve().parents[1] / "tests"),
-]
-
-import procstat  # noqa: E402
-from loadshapes import Workload  # noqa: E402
-from milterclient import Endpoint  # noqa: E402
-from milterwire import ProtocolError  # noqa: E402
-from mtaflow import HELO_ONLY, Outcome, deliver  # noqa: E402
+from bench import procstat
+from bench.loadshapes import Workload
+from bench.mtaflow import HELO_ONLY, Outcome, deliver
+from bench.testhelpers import Endpoint, ProtocolError
 
 MESSAGE_TIMEOUT: Final = 60.0  # above any milter's 20 s check limit
 MAX_MESSAGES: Final = 1_000_000

@@ -20,16 +20,12 @@ throughput (no milter) is lost with it.
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Any, Final
 
-import procstat
-from loadbench import Bench
-from loadshapes import HELO, RECIPIENT, SHAPES
-
-sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "tests")]
+from bench import procstat
+from bench.loadbench import Bench
+from bench.loadshapes import HELO, RECIPIENT, SHAPES
 
 SMTP_SOURCE: Final = "/usr/sbin/smtp-source"
 # The mixed workload's senders (bench/loadshapes.py MIXED without its
@@ -103,7 +99,7 @@ def _measure(postfix: Any, pid: int | None, total: int) -> dict[str, object]:
 
 def run(bench: Bench) -> list[dict[str, object]]:
     """Postfix alone, with ours, with pyspf-milter; the mixed senders."""
-    from mta.postfix import PostfixInstance  # tests/ helper, only for this part
+    from bench.testhelpers import PostfixInstance  # tests/ helper, only for this part
 
     ours, theirs = bench.pair("unix")
     total = bench.options.e2e_messages

@@ -1,6 +1,6 @@
 """The milter load matrix: ours against pyspf-milter, in one run.
 
-    .venv/bin/python bench/milterload.py --matrix [--quick] [--parts ...]
+    .venv/bin/python -m bench.milterload --matrix [--quick] [--parts ...]
 
 Parts (bench/loadparts.py; all by default, ``--parts
 matrix,cold`` picks some):
@@ -34,12 +34,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-import loadparts
-import loadreport
-import netns
-import procstat
-from loadbench import Bench, Options
-from loadclient import LoadResult
+from bench import loadparts, loadreport, netns, procstat
+from bench.loadbench import Bench, Options
+from bench.loadclient import LoadResult
 
 PARTS: Final = ("matrix", "cold", "socket", "attack", "e2e")
 DEFAULT_PARTS: Final = PARTS
@@ -59,7 +56,7 @@ def run_parts(bench: Bench) -> dict[str, object]:
         started = time.monotonic()
         busy, own = bench.cpu_account()
         if part == "e2e":
-            import loade2e  # Postfix's helpers load only when asked for
+            from bench import loade2e  # Postfix's helpers load only when asked for
 
             results[part] = loade2e.run(bench)
         else:
@@ -143,9 +140,7 @@ def main(argv: list[str]) -> int:
     if unknown:
         raise SystemExit(f"unknown parts: {sorted(unknown)} (choose from {PARTS})")
     if not netns.inside():
-        netns.reexec(
-            [str(Path(__file__).with_name("milterload.py")), "--matrix", *argv]
-        )
+        netns.reexec(["-m", "bench.milterload", "--matrix", *argv])
     about = machine()
     print(loadreport.header(about), flush=True)
     with namespace_bench(options) as bench:

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 from typing import Final
 
-import loadreport
-from loadbench import Bench
-from loadclient import LoadResult, run_load
-from milters import Milter, start_incumbent, start_ours
+from bench import loadreport
+from bench.loadbench import Bench
+from bench.loadclient import LoadResult, run_load
+from bench.milters import Milter, start_incumbent, start_ours
 
 SLOW_DNS: Final = 0.020  # seconds per answer in the "20 ms" runs
 ATTACK_DELAY: Final = 30.0

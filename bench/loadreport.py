@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from loadclient import LoadResult
+from bench.loadclient import LoadResult
 
 # DNS round trips on the critical path of a cold check, one per level of the
 # record's dependency chain (RFC 7208 evaluation order).

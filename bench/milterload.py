@@ -2,13 +2,13 @@
 
 One run::
 
-    .venv/bin/python bench/milterload.py --milter unix:/run/x.sock --pid PID \\
+    .venv/bin/python -m bench.milterload --milter unix:/run/x.sock --pid PID \\
         --workload mixed --concurrency 50 --seconds 10 [--json]
 
 The whole matrix, ours against Debian's pyspf-milter, in a private network
 namespace with its own DNS server (see bench/README.md, "Milter under load")::
 
-    .venv/bin/python bench/milterload.py --matrix [--quick]
+    .venv/bin/python -m bench.milterload --matrix [--quick]
 
 The load itself is bench/loadclient.py. With ``--pid``, the milter's CPU
 time over the window comes from /proc/PID/stat, and its memory and threads
@@ -23,9 +23,15 @@ import json
 import sys
 import time
 
-from loadclient import MAX_MESSAGES, MESSAGE_TIMEOUT, LoadResult, LoadSpec, run_load
-from loadshapes import WORKLOADS
-from milterclient import Endpoint
+from bench.loadclient import (
+    MAX_MESSAGES,
+    MESSAGE_TIMEOUT,
+    LoadResult,
+    LoadSpec,
+    run_load,
+)
+from bench.loadshapes import WORKLOADS
+from bench.testhelpers import Endpoint
 
 
 def describe(result: LoadResult) -> str:
@@ -64,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run one load, or hand over to the matrix."""
     raw = sys.argv[1:] if argv is None else argv
     if "--matrix" in raw:
-        import loadmatrix  # only the matrix needs it
+        from bench import loadmatrix  # only the matrix needs it
 
         return loadmatrix.main([arg for arg in raw if arg != "--matrix"])
     args = _parser().parse_args(raw)

@@ -90,3 +90,14 @@ def test_the_graph_sees_lazy_and_type_only_imports(tmp_path: Path) -> None:
 def test_no_cycle_in_a_graph_that_shares_a_module() -> None:
     graph = {"top": {"left", "right"}, "left": {"base"}, "right": {"base"}}
     assert find_cycle(graph) == []
+
+
+def test_only_one_bench_module_sets_the_import_path() -> None:
+    """Test helpers come through bench/testhelpers.py; no other module
+    edits sys.path, so that moving tests/ helpers changes one file."""
+    editing = sorted(
+        path.name
+        for path in BENCH.glob("*.py")
+        if "sys.path" in path.read_text(encoding="utf-8")
+    )
+    assert editing == ["testhelpers.py"]
