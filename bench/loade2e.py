@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import subprocess
 import time
-from typing import Any, Final
+from typing import Final
 
 from bench import procstat
 from bench.loadbench import Bench
 from bench.loadshapes import HELO, RECIPIENT, SHAPES
+from bench.testhelpers import PostfixInstance
 
 SMTP_SOURCE: Final = "/usr/sbin/smtp-source"
 # The mixed workload's senders (bench/loadshapes.py MIXED without its
@@ -76,14 +77,16 @@ def _send(port: int, total: int) -> tuple[int, float, str]:
     return sent, time.perf_counter() - start, "\n".join(errors)
 
 
-def _drain(postfix: Any) -> None:
+def _drain(postfix: PostfixInstance) -> None:
     """Wait until Postfix has discarded every message of the run."""
     deadline = time.monotonic() + DRAIN_TIMEOUT
     while postfix.queue_ids() and time.monotonic() < deadline:
         time.sleep(0.2)
 
 
-def _measure(postfix: Any, pid: int | None, total: int) -> dict[str, object]:
+def _measure(
+    postfix: PostfixInstance, pid: int | None, total: int
+) -> dict[str, object]:
     before = procstat.cpu_seconds(pid) if pid else 0.0
     sent, seconds, errors = _send(postfix.port, total)
     cpu = procstat.cpu_seconds(pid) - before if pid else 0.0
@@ -99,8 +102,6 @@ def _measure(postfix: Any, pid: int | None, total: int) -> dict[str, object]:
 
 def run(bench: Bench) -> list[dict[str, object]]:
     """Postfix alone, with ours, with pyspf-milter; the mixed senders."""
-    from bench.testhelpers import PostfixInstance  # tests/ helper, only for this part
-
     ours, theirs = bench.pair("unix")
     total = bench.options.e2e_messages
     rows: list[dict[str, object]] = []

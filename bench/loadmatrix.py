@@ -34,7 +34,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-from bench import loadparts, loadreport, netns, procstat
+from bench import loade2e, loadparts, loadreport, netns, procstat
 from bench.loadbench import Bench, Options
 from bench.loadclient import LoadResult
 
@@ -56,8 +56,6 @@ def run_parts(bench: Bench) -> dict[str, object]:
         started = time.monotonic()
         busy, own = bench.cpu_account()
         if part == "e2e":
-            from bench import loade2e  # Postfix's helpers load only when asked for
-
             results[part] = loade2e.run(bench)
         else:
             results[part] = runners[part](bench)
@@ -102,7 +100,7 @@ def namespace_bench(options: Options) -> Iterator[Bench]:
 
 
 def _parse(argv: list[str]) -> Options:
-    parser = argparse.ArgumentParser(prog="milterload.py --matrix")
+    parser = argparse.ArgumentParser(prog="python -m bench.milterload --matrix")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--parts", default=",".join(DEFAULT_PARTS))
     parser.add_argument("--shapes", default="include,mx,mixed")
