@@ -10,7 +10,8 @@ comes from /proc/PID/stat, and its memory and threads at the end from
 /proc/PID/status.
 
 Its own module so that the command line (bench/milterload.py) and the
-matrix (bench/loadmatrix.py) both import it, and neither the other.
+matrix it starts (bench/loadmatrix.py) both import it, and the matrix
+never imports the command line back.
 """
 
 from __future__ import annotations
