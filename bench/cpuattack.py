@@ -8,8 +8,8 @@ loop thread 0.7 to 1.8 s of CPU, and every other check waited behind it.
 
 Run from the repository root::
 
-    .venv/bin/python bench/cpuattack.py [--seconds 8] [--rate 4] [--rounds 3]
-    .venv/bin/python bench/cpuattack.py --source /path/to/other/checkout
+    .venv/bin/python -m bench.cpuattack [--seconds 8] [--rate 4] [--rounds 3]
+    .venv/bin/python -m bench.cpuattack --source /path/to/other/checkout
 
 The checks run as in the daemon: one ``spf_milter.eventloop.EventLoop``
 thread, our ``DnsLookup``, callers in threads of their own. Two phases of
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import importlib.util
 import ipaddress
 import json
 import os
@@ -85,7 +86,7 @@ def _start_dns(work: Path) -> tuple[subprocess.Popen[str], int]:
     zone = work / "attack.zone"
     zone.write_text(_zone_text(), encoding="utf-8")
     process = subprocess.Popen(
-        [sys.executable, str(BENCH / "loaddns.py"), "--zone", str(zone), "--port", "0"],
+        [sys.executable, "-m", "bench.loaddns", "--zone", str(zone), "--port", "0"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -233,6 +234,21 @@ def table(alone: Phase, attacked: Phase) -> str:
     return "\n".join(lines)
 
 
+def _use_source(milter: Path, argv: list[str]) -> None:
+    """Make sure the engine under test is the one in ``milter``.
+
+    Run again with ``milter`` first on PYTHONPATH, as bench/milters.py
+    starts another checkout's daemon, unless that is already the case.
+    """
+    spec = importlib.util.find_spec("spf_milter")
+    if spec and spec.origin and Path(spec.origin).resolve().is_relative_to(milter):
+        return
+    paths = [str(milter), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    command = [sys.executable, "-m", "bench.cpuattack", *argv]
+    os.execve(sys.executable, command, env)  # noqa: S606 - a fixed argv, no shell
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -242,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if args.source is not None:
-        sys.path.insert(0, str(args.source.resolve() / "milter"))
+        _use_source(
+            args.source.resolve() / "milter", sys.argv[1:] if argv is None else argv
+        )
     import spf_milter
 
     with tempfile.TemporaryDirectory(prefix="cpuattack-") as work:

@@ -1,11 +1,10 @@
 """Warm SPF evaluations per second: our check_host() against pyspf.
 
-Run from the repository root (no PYTHONPATH needed: the package is installed
-editable in .venv, and this script puts tests/ and bench/ on sys.path for
-the zone model)::
+Run as a module from the repository root (the package is installed
+editable in .venv; the zone model comes through bench/testhelpers.py)::
 
-    .venv/bin/python bench/engine.py [--seconds S] [--rounds N] [--json]
-    .venv/bin/python bench/engine.py --profile include
+    .venv/bin/python -m bench.engine [--seconds S] [--rounds N] [--json]
+    .venv/bin/python -m bench.engine --profile include
 
 Both engines answer from the same zone, in this one process. Ours takes the
 daemon's warm path: spf_milter.dnsclient.resolver.DnsLookup with the shared DnsCache,
@@ -32,20 +31,15 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "bench")]
+import spf
 
-import spf  # noqa: E402
-
-import procstat  # noqa: E402
-from dnsserver import DnsServer  # noqa: E402
-from pyspfzone import zone_lookup  # noqa: E402
-from shapes import HELO, SHAPES, Shape, build_zone  # noqa: E402
-from spf_milter.dnsclient.cache import DnsCache  # noqa: E402
-from spf_milter.dnsclient.resolver import DnsLookup, Nameserver  # noqa: E402
-from spf_milter.spf import Lookup, check_host  # noqa: E402
+from bench import procstat
+from bench.shapes import HELO, SHAPES, Shape, build_zone
+from bench.testhelpers import DnsServer, zone_lookup
+from spf_milter.dnsclient.cache import DnsCache
+from spf_milter.dnsclient.resolver import DnsLookup, Nameserver
+from spf_milter.spf import Lookup, check_host
 
 BATCH = 200  # calls between two looks at the clock
 MAX_BATCHES = 1_000_000  # a hard stop whatever the clock says

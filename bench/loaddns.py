@@ -4,7 +4,7 @@ Run as a process of its own inside the benchmark's network namespace (so
 its CPU time is its own, and both milters' resolvers reach it at the
 address /etc/resolv.conf names there)::
 
-    python bench/loaddns.py [--zone FILE] [--port 53]
+    python -m bench.loaddns [--zone FILE] [--port 53]
 
 It is tests/dnsserver.py's server with two additions for load:
 
@@ -36,13 +36,17 @@ import dns.exception
 import dns.message
 import dns.rdatatype
 
-BENCH = Path(__file__).resolve().parent
-sys.path[:0] = [str(BENCH.parent / "tests")]
+from bench.testhelpers import (
+    DnsServer,
+    Mx,
+    Rdata,
+    Resolution,
+    Transport,
+    Zone,
+    normalize,
+)
 
-from dnsserver import DnsServer, Transport  # noqa: E402
-from dnszone import Mx, Rdata, Resolution, Zone, normalize  # noqa: E402
-
-ZONE_FILE: Final = BENCH / "zones" / "load.zone"
+ZONE_FILE: Final = Path(__file__).resolve().parent / "zones" / "load.zone"
 FRESH_SUFFIX: Final = "fresh.load.example"
 _FRESH: Final = re.compile(r"(?P<head>.*)\.(?P<gen>g\d+)\." + re.escape(FRESH_SUFFIX))
 

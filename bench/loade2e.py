@@ -20,19 +20,13 @@ throughput (no milter) is lost with it.
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
-from collections.abc import Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import Final
 
-import procstat
-from loadshapes import HELO, RECIPIENT, SHAPES
-
-if TYPE_CHECKING:
-    from loadmatrix import Bench
-
-sys.path[:0] = [str(Path(__file__).resolve().parents[1] / "tests")]
+from bench import procstat
+from bench.loadbench import Bench
+from bench.loadshapes import HELO, RECIPIENT, SHAPES
+from bench.testhelpers import PostfixInstance
 
 SMTP_SOURCE: Final = "/usr/sbin/smtp-source"
 # The mixed workload's senders (bench/loadshapes.py MIXED without its
@@ -83,14 +77,16 @@ def _send(port: int, total: int) -> tuple[int, float, str]:
     return sent, time.perf_counter() - start, "\n".join(errors)
 
 
-def _drain(postfix: Any) -> None:
+def _drain(postfix: PostfixInstance) -> None:
     """Wait until Postfix has discarded every message of the run."""
     deadline = time.monotonic() + DRAIN_TIMEOUT
     while postfix.queue_ids() and time.monotonic() < deadline:
         time.sleep(0.2)
 
 
-def _measure(postfix: Any, pid: int | None, total: int) -> dict[str, object]:
+def _measure(
+    postfix: PostfixInstance, pid: int | None, total: int
+) -> dict[str, object]:
     before = procstat.cpu_seconds(pid) if pid else 0.0
     sent, seconds, errors = _send(postfix.port, total)
     cpu = procstat.cpu_seconds(pid) - before if pid else 0.0
@@ -106,8 +102,6 @@ def _measure(postfix: Any, pid: int | None, total: int) -> dict[str, object]:
 
 def run(bench: Bench) -> list[dict[str, object]]:
     """Postfix alone, with ours, with pyspf-milter; the mixed senders."""
-    from mta.postfix import PostfixInstance  # tests/ helper, only for this part
-
     ours, theirs = bench.pair("unix")
     total = bench.options.e2e_messages
     rows: list[dict[str, object]] = []
@@ -125,21 +119,3 @@ def run(bench: Bench) -> list[dict[str, object]]:
             )
             rows.append(row)
     return rows
-
-
-def table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Messages per second through Postfix and the milter's cost."""
-    alone = next((r["rate"] for r in rows if r["milter"] == "none"), 0.0)
-    lines = [
-        "| Postfix with | msg/s | share of Postfix alone | milter cost "
-        "| milter CPU ms/msg | errors |",
-        "|---|--:|--:|--:|--:|---|",
-    ]
-    for row in rows:
-        share = row["rate"] / alone if alone else 0.0
-        lines.append(
-            f"| {row['milter']} | {row['rate']:,.0f} | {share:.0%} "
-            f"| {1 - share:.0%} | {row['milter_cpu_ms']:.2f} "
-            f"| {row['errors'] or 'none'} |"
-        )
-    return "\n".join(lines)

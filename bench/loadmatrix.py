@@ -1,6 +1,6 @@
 """The milter load matrix: ours against pyspf-milter, in one run.
 
-    .venv/bin/python bench/milterload.py --matrix [--quick] [--parts ...]
+    .venv/bin/python -m bench.milterload --matrix [--quick] [--parts ...]
 
 Parts (bench/loadparts.py; all by default, ``--parts
 matrix,cold`` picks some):
@@ -22,162 +22,24 @@ Markdown tables (bench/loadreport.py) and to a JSON file.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
 import os
 import platform
-import resource
 import shutil
-import statistics
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final
 
-import dns.message
-import dns.query
-
-import loadparts
-import loadreport
-import netns
-import procstat
-from loaddns import FRESH_SUFFIX
-from milterload import MAX_MESSAGES, LoadResult, LoadSpec, run_load
-from milters import Milter, start_incumbent, start_ours
+from bench import loade2e, loadparts, loadreport, netns, procstat
+from bench.loadbench import Bench, Options
+from bench.loadclient import LoadResult
 
 PARTS: Final = ("matrix", "cold", "socket", "attack", "e2e")
 DEFAULT_PARTS: Final = PARTS
-
-
-@dataclass(frozen=True, slots=True)
-class Options:
-    """What to run and for how long."""
-
-    parts: tuple[str, ...]
-    shapes: tuple[str, ...]
-    dns: tuple[str, ...]
-    concurrency: tuple[int, ...]
-    seconds: float
-    warmup: float
-    cold_messages: int
-    attack_seconds: float
-    e2e_messages: int
-    source: Path | None
-    json_path: Path
-
-
-@dataclass(slots=True)
-class Bench:
-    """What runs in the namespace: the DNS server and the milters."""
-
-    work: Path
-    dns: netns.DnsServer
-    options: Options
-    milters: dict[str, Milter] = field(default_factory=dict)
-    runs: int = 0
-
-    def spec(
-        self,
-        milter: Milter,
-        workload: str,
-        concurrency: int,
-        seconds: float,
-        *,
-        max_messages: int = MAX_MESSAGES,
-        warmup: float | None = None,
-        dns_cpu: bool = True,
-    ) -> LoadSpec:
-        """Return one run's LoadSpec; each run gets fresh names of its own."""
-        self.runs += 1
-        return LoadSpec(
-            milter.endpoint,
-            workload,
-            concurrency,
-            seconds,
-            self.options.warmup if warmup is None else warmup,
-            max_messages,
-            pid=milter.pid,
-            generation_base=self.runs * 10_000_000,
-            dns_pid=self.dns.pid if dns_cpu else None,
-        )
-
-    def measure(
-        self,
-        milter: Milter,
-        workload: str,
-        concurrency: int,
-        seconds: float,
-        *,
-        max_messages: int = MAX_MESSAGES,
-        warmup: float | None = None,
-    ) -> LoadResult:
-        """Run one load against ``milter`` and return what it measured."""
-        spec = self.spec(
-            milter,
-            workload,
-            concurrency,
-            seconds,
-            max_messages=max_messages,
-            warmup=warmup,
-        )
-        result = asyncio.run(run_load(spec))
-        if milter.process.poll() is not None:
-            raise RuntimeError(f"{milter.name} died:\n{milter.log_tail()}")
-        return result
-
-    def dns_rtt(self, samples: int = 7) -> float:
-        """Return the median time of one query to the DNS server, in ms."""
-        times = []
-        for n in range(samples):
-            query = dns.message.make_query(f"rtt{n}.g{self.runs}.{FRESH_SUFFIX}", "TXT")
-            start = time.perf_counter()
-            dns.query.udp(query, "127.0.0.1", timeout=5)
-            times.append((time.perf_counter() - start) * 1000)
-        return statistics.median(times)
-
-    def dns_queries(self) -> int:
-        """Return how many queries the DNS server has answered so far."""
-        return int(self.dns.command("stats").split()[-1])
-
-    def pair(self, kind: str) -> tuple[Milter, Milter]:
-        """Return ours and pyspf-milter on ``kind`` sockets, starting them once."""
-        if f"ours-{kind}" not in self.milters:
-            self.milters[f"ours-{kind}"] = start_ours(
-                self.work / "ours", kind=kind, source=self.options.source
-            )
-            self.milters[f"theirs-{kind}"] = start_incumbent(
-                self.work / "theirs", kind=kind
-            )
-        return self.milters[f"ours-{kind}"], self.milters[f"theirs-{kind}"]
-
-    def cpu_account(self) -> tuple[float, float]:
-        """Return CPU seconds used by the machine and by the benchmark itself.
-
-        The benchmark: this process, its waited-for children, and the live
-        milters and DNS server. Postfix (the e2e part) is not among them.
-        """
-        fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
-        ticks = [int(value) for value in fields]
-        busy = (sum(ticks) - ticks[3] - ticks[4]) / procstat.TICKS  # not idle, iowait
-        own = sum(
-            usage.ru_utime + usage.ru_stime
-            for usage in (
-                resource.getrusage(resource.RUSAGE_SELF),
-                resource.getrusage(resource.RUSAGE_CHILDREN),
-            )
-        )
-        live = [m.pid for m in self.milters.values() if m.process.poll() is None]
-        own += sum(procstat.cpu_seconds(pid) for pid in [*live, self.dns.pid])
-        return busy, own
-
-    def stop(self) -> None:
-        for milter in self.milters.values():
-            milter.stop()
-        self.milters.clear()
 
 
 def run_parts(bench: Bench) -> dict[str, object]:
@@ -194,8 +56,6 @@ def run_parts(bench: Bench) -> dict[str, object]:
         started = time.monotonic()
         busy, own = bench.cpu_account()
         if part == "e2e":
-            import loade2e  # Postfix's helpers load only when asked for
-
             results[part] = loade2e.run(bench)
         else:
             results[part] = runners[part](bench)
@@ -240,7 +100,7 @@ def namespace_bench(options: Options) -> Iterator[Bench]:
 
 
 def _parse(argv: list[str]) -> Options:
-    parser = argparse.ArgumentParser(prog="milterload.py --matrix")
+    parser = argparse.ArgumentParser(prog="python -m bench.milterload --matrix")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--parts", default=",".join(DEFAULT_PARTS))
     parser.add_argument("--shapes", default="include,mx,mixed")
@@ -278,9 +138,7 @@ def main(argv: list[str]) -> int:
     if unknown:
         raise SystemExit(f"unknown parts: {sorted(unknown)} (choose from {PARTS})")
     if not netns.inside():
-        netns.reexec(
-            [str(Path(__file__).with_name("milterload.py")), "--matrix", *argv]
-        )
+        netns.reexec(["-m", "bench.milterload", "--matrix", *argv])
     about = machine()
     print(loadreport.header(about), flush=True)
     with namespace_bench(options) as bench:

@@ -7,14 +7,12 @@ returns its rows; loadreport.py turns them into tables.
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-import loadreport
-from milterload import LoadResult, run_load
-from milters import Milter, start_incumbent, start_ours
-
-if TYPE_CHECKING:
-    from loadmatrix import Bench
+from bench import loadreport
+from bench.loadbench import Bench
+from bench.loadclient import LoadResult, run_load
+from bench.milters import Milter, start_incumbent, start_ours
 
 SLOW_DNS: Final = 0.020  # seconds per answer in the "20 ms" runs
 ATTACK_DELAY: Final = 30.0

@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from loaddns import FRESH_SUFFIX, fresh_domain
+from bench.loaddns import FRESH_SUFFIX, fresh_domain
 
 HELO: Final = "mail.load.example"
 FRESH_HELO: Final = f"mail.{FRESH_SUFFIX}"

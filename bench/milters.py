@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from milterclient import Endpoint
+from bench.testhelpers import Endpoint
 
 START_TIMEOUT: Final = 15.0
 STOP_GRACE: Final = 1.0  # libmilter lingers ~6 s after SIGTERM: then SIGKILL

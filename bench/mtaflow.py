@@ -17,9 +17,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from loadshapes import Message
-from milterclient import Endpoint, MilterSession
-from milterwire import (
+from bench.loadshapes import Message
+from bench.testhelpers import (
     BODY_CHUNK,
     SMFIC_BODY,
     SMFIC_BODYEOB,
@@ -30,6 +29,8 @@ from milterwire import (
     SMFIC_HELO,
     SMFIC_MAIL,
     SMFIC_RCPT,
+    Endpoint,
+    MilterSession,
     Reply,
     Stage,
     Step,

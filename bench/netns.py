@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Final, NoReturn
 
-import procstat
+from bench import procstat
 
 MARKER: Final = "SPF_BENCH_NETNS"
 RESOLV_CONF: Final = Path("/etc/resolv.conf")
@@ -72,10 +72,9 @@ class DnsServer:
     """bench/loaddns.py as a child process, driven through its stdin."""
 
     def __init__(self, log: Path) -> None:
-        script = Path(__file__).with_name("loaddns.py")
         self._log = log.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, str(script), "--port", "53"],
+            [sys.executable, "-m", "bench.loaddns", "--port", "53"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self._log,

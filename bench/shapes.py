@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dnszone import Zone
+from bench.testhelpers import Zone
 
 HELO = "mail.example.net"
 
