@@ -106,12 +106,14 @@ class Bench:
         from spf_milter.dnsclient.cache import DnsCache
         from spf_milter.dnsclient.resolver import DnsLookup, Nameserver
         from spf_milter.eventloop import EventLoop
+        from spf_milter.runner import Prefetcher
         from spf_milter.spf import Limits
 
         server = [Nameserver("127.0.0.1", port)]
         self.cached = DnsLookup(server, timeout=5.0, cache=DnsCache())
         self.uncached = DnsLookup(server, timeout=5.0)
-        self.limits = Limits(time_limit=20.0, prefetch=True)
+        self.limits = Limits(time_limit=20.0)
+        self.prefetcher = Prefetcher()  # as the daemon's checks prefetch
         self.loop = EventLoop()
         self.loop.start()
         self.generation = iter(range(1, 10**9))
@@ -123,7 +125,14 @@ class Bench:
         lookup = self.cached if cached else self.uncached
         ip = ipaddress.ip_address(client)
         return self.loop.submit(
-            check_host(lookup, ip, domain, f"user@{domain}", limits=self.limits)
+            check_host(
+                lookup,
+                ip,
+                domain,
+                f"user@{domain}",
+                limits=self.limits,
+                prefetch=self.prefetcher,
+            )
         )
 
     def fresh_other(self) -> str:

@@ -8,7 +8,7 @@ editable in .venv; the zone model comes through bench/testhelpers.py)::
 
 Both engines answer from the same zone, in this one process. Ours takes the
 daemon's warm path: spf_milter.dnsclient.resolver.DnsLookup with the shared DnsCache,
-warmed once from tests/dnsserver.py serving the zone on 127.0.0.1 (records
+warmed once from tests/helpers/dnsserver.py serving the zone on 127.0.0.1 (records
 are parsed once and kept). pyspf reads the zone through its ``spf.DNSLookup``
 hook, memoised (pyspf itself starts every query with an empty cache, by
 design). Rounds alternate which engine goes first and the median rate of

@@ -6,7 +6,7 @@ address /etc/resolv.conf names there)::
 
     python -m bench.loaddns [--zone FILE] [--port 53]
 
-It is tests/dnsserver.py's server with two additions for load:
+It is tests/helpers/dnsserver.py's server with two additions for load:
 
 - ``LoadZone``: fresh names on demand (a query for
   ``NAME.gN.fresh.load.example`` is answered from the template

@@ -5,14 +5,10 @@ use (one milter protocol client, one DNS server and zone model), so that a
 fix to either reaches both. Every bench/ module takes them from here and
 from nowhere else.
 
-tests/ is not a package: its loose helper modules import one another by
-their top-level names (``import milterwire``), so this module puts tests/
-on ``sys.path`` once, the only path setting in bench/. When the helpers
-live in a package of their own (``tests/helpers/``), the imports below
-become ``from tests.helpers.milterclient import ...`` (the repository root
-is on ``sys.path`` through ``python -m bench.NAME``) and only this file
-changes; ``mta.postfix`` still needs tests/ on the path for as long as
-tests/mta/ imports itself as ``mta``.
+The helpers live in the package ``tests/helpers/`` and the MTA fixtures in
+``tests/mta/``, which import each other as ``helpers`` and ``mta`` (pytest
+puts tests/ on ``sys.path``), so this module puts tests/ on ``sys.path``
+once, the only path setting in bench/.
 """
 
 from __future__ import annotations
@@ -24,10 +20,10 @@ TESTS = str(Path(__file__).resolve().parents[1] / "tests")
 if TESTS not in sys.path:
     sys.path.insert(0, TESTS)
 
-from dnsserver import DnsServer, Transport  # noqa: E402
-from dnszone import Mx, Rdata, Resolution, Zone, normalize  # noqa: E402
-from milterclient import Endpoint, MilterSession  # noqa: E402
-from milterwire import (  # noqa: E402
+from helpers.dnsserver import DnsServer, Transport  # noqa: E402
+from helpers.dnszone import Mx, Rdata, Resolution, Zone, normalize  # noqa: E402
+from helpers.milterclient import Endpoint, MilterSession  # noqa: E402
+from helpers.milterwire import (  # noqa: E402
     BODY_CHUNK,
     SMFIC_BODY,
     SMFIC_BODYEOB,
@@ -46,8 +42,8 @@ from milterwire import (  # noqa: E402
     connect_data,
     strings,
 )
+from helpers.pyspfzone import zone_lookup  # noqa: E402
 from mta.postfix import PostfixInstance  # noqa: E402
-from pyspfzone import zone_lookup  # noqa: E402
 
 __all__ = [
     "BODY_CHUNK",

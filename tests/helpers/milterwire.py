@@ -2,7 +2,7 @@
 
 Read from libmilter's mfdef.h and Postfix's milter8.c (no code copied).
 Every packet is a 4-octet big-endian length (command octet included), the
-command octet, then the data; strings end in NUL. bench/milterclient.py
+command octet, then the data; strings end in NUL. tests/helpers/milterclient.py
 speaks it.
 """
 
