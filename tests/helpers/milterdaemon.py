@@ -10,6 +10,7 @@ not declare (``expected_log``, ``expect_log()``).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -18,11 +19,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from helpers.dnsserver import DnsServer
+from helpers.dnszone import Zone
 from helpers.lifecycle import Managed
+from mta.common import make_public_dir
 
 START_TIMEOUT = 30.0  # generous: a busy machine starts slowly
 STOP_TIMEOUT = 10.0  # the daemon stops well within 1 s; generous for a busy machine
@@ -199,3 +203,28 @@ class MilterDaemon(Managed):
         if exc_type is None:
             unexpected = self.unexpected_log()
             assert unexpected == [], "the daemon logged:\n" + "\n".join(unexpected)
+
+
+@contextlib.contextmanager
+def serving(
+    prefix: str, zone: Zone, *, config: str, policy: str
+) -> Iterator[MilterDaemon]:
+    """Run a daemon on a unix socket with its own loopback DNS serving ``zone``.
+
+    Its work dir is under /tmp and walkable by other users (an MTA reads the
+    socket), and removed afterwards.
+    """
+    work_dir = make_public_dir(prefix)
+    try:
+        with DnsServer(zone) as dns:
+            daemon = MilterDaemon(
+                work_dir,
+                config=config,
+                policy=policy,
+                nameserver=f"127.0.0.1:{dns.port}",
+                unix_socket=True,
+            )
+            with daemon:
+                yield daemon
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)

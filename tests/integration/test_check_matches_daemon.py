@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 
-from helpers.dnsserver import DnsServer
 from helpers.dnszone import Zone
 from helpers.milterclient import Endpoint, MilterSession
-from helpers.milterdaemon import MilterDaemon, console_script
+from helpers.milterdaemon import MilterDaemon, console_script, serving
 from helpers.milterwire import (
     SMFIC_BODYEOB,
     SMFIC_CONNECT,
@@ -32,7 +30,6 @@ from helpers.milterwire import (
     Verdict,
     connect_data,
 )
-from mta.common import make_public_dir
 
 pytestmark = pytest.mark.integration
 
@@ -69,20 +66,10 @@ class Seen:
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[MilterDaemon]:
-    work_dir = make_public_dir("spf-milter-same-")
-    with DnsServer(Zone.from_text(ZONE)) as dns:
-        milter = MilterDaemon(
-            work_dir,
-            config=CONFIG,
-            policy=POLICY,
-            nameserver=f"127.0.0.1:{dns.port}",
-            unix_socket=True,
-        )
-        try:
-            with milter:
-                yield milter
-        finally:
-            shutil.rmtree(work_dir, ignore_errors=True)
+    with serving(
+        "spf-milter-same-", Zone.from_text(ZONE), config=CONFIG, policy=POLICY
+    ) as daemon:
+        yield daemon
 
 
 async def _through_daemon(

@@ -10,16 +10,14 @@ HELO rules see; the null sender is checked as postmaster@ that name.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Iterator
 
 import pytest
 
-from helpers.dnsserver import DnsServer
 from helpers.dnszone import Zone
 from helpers.headerparse import clauses, parse_auth_results, parse_received_spf
 from helpers.milterclient import Endpoint, MilterSession
-from helpers.milterdaemon import MilterDaemon
+from helpers.milterdaemon import MilterDaemon, serving
 from helpers.milterwire import (
     SMFIC_BODYEOB,
     SMFIC_CONNECT,
@@ -31,7 +29,6 @@ from helpers.milterwire import (
     Reply,
     connect_data,
 )
-from mta.common import make_public_dir
 from mta.delivery import Delivery
 from mta.milterprocess import MilterSocket
 from mta.postfix import PostfixInstance
@@ -63,20 +60,10 @@ domains:
 
 @pytest.fixture(scope="module")
 def spf_daemon() -> Iterator[MilterDaemon]:
-    work_dir = make_public_dir("spf-milter-helo-")
-    with DnsServer(Zone.from_text(ZONE)) as dns:
-        daemon = MilterDaemon(
-            work_dir,
-            config=CONFIG,
-            policy=POLICY,
-            nameserver=f"127.0.0.1:{dns.port}",
-            unix_socket=True,
-        )
-        try:
-            with daemon:
-                yield daemon
-        finally:
-            shutil.rmtree(work_dir, ignore_errors=True)
+    with serving(
+        "spf-milter-helo-", Zone.from_text(ZONE), config=CONFIG, policy=POLICY
+    ) as daemon:
+        yield daemon
 
 
 @pytest.fixture

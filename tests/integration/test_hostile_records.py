@@ -11,16 +11,14 @@ forged field removed, and must not hold up the other connections.
 from __future__ import annotations
 
 import asyncio
-import shutil
 import time
 from collections.abc import Iterator
 
 import pytest
 
-from helpers.dnsserver import DnsServer
 from helpers.dnszone import Zone
 from helpers.milterclient import Endpoint, MilterSession
-from helpers.milterdaemon import MilterDaemon
+from helpers.milterdaemon import MilterDaemon, serving
 from helpers.milterwire import (
     SMFIC_BODYEOB,
     SMFIC_CONNECT,
@@ -33,7 +31,6 @@ from helpers.milterwire import (
     Verdict,
     connect_data,
 )
-from mta.common import make_public_dir
 
 pytestmark = pytest.mark.integration
 
@@ -55,20 +52,13 @@ def _zone() -> Zone:
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[MilterDaemon]:
-    work_dir = make_public_dir("spf-milter-records-")
-    with DnsServer(_zone()) as dns:
-        milter = MilterDaemon(
-            work_dir,
-            config="authserv_id: mx.test.example\non_error: accept\n",
-            policy="default:\n  mailfrom:\n    fail: reject\n",
-            nameserver=f"127.0.0.1:{dns.port}",
-            unix_socket=True,
-        )
-        try:
-            with milter:
-                yield milter
-        finally:
-            shutil.rmtree(work_dir, ignore_errors=True)
+    with serving(
+        "spf-milter-records-",
+        _zone(),
+        config="authserv_id: mx.test.example\non_error: accept\n",
+        policy="default:\n  mailfrom:\n    fail: reject\n",
+    ) as daemon:
+        yield daemon
 
 
 async def _message(daemon: MilterDaemon, sender: bytes) -> list[Reply | None]:

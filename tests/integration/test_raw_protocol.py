@@ -11,15 +11,13 @@ every event, keeps serving, and what it adds is single, printable fields.
 from __future__ import annotations
 
 import asyncio
-import shutil
 from collections.abc import Iterator
 
 import pytest
 
-from helpers.dnsserver import DnsServer
 from helpers.dnszone import Zone
 from helpers.milterclient import Endpoint, MilterSession
-from helpers.milterdaemon import MilterDaemon
+from helpers.milterdaemon import MilterDaemon, serving
 from helpers.milterwire import (
     SMFIC_BODYEOB,
     SMFIC_CONNECT,
@@ -32,7 +30,6 @@ from helpers.milterwire import (
     Verdict,
     connect_data,
 )
-from mta.common import make_public_dir
 
 pytestmark = pytest.mark.integration
 
@@ -45,20 +42,13 @@ $ORIGIN example.net.
 
 @pytest.fixture(scope="module")
 def daemon() -> Iterator[MilterDaemon]:
-    work_dir = make_public_dir("spf-milter-raw-")
-    with DnsServer(Zone.from_text(ZONE)) as dns:
-        milter = MilterDaemon(
-            work_dir,
-            config="authserv_id: mx.test.example\n",
-            policy="",
-            nameserver=f"127.0.0.1:{dns.port}",
-            unix_socket=True,
-        )
-        try:
-            with milter:
-                yield milter
-        finally:
-            shutil.rmtree(work_dir, ignore_errors=True)
+    with serving(
+        "spf-milter-raw-",
+        Zone.from_text(ZONE),
+        config="authserv_id: mx.test.example\n",
+        policy="",
+    ) as daemon:
+        yield daemon
 
 
 async def _message(
