@@ -10,6 +10,7 @@ Flow gives for an internal error, so the daemon never dies of a bug.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import ipaddress
 import itertools
@@ -26,14 +27,18 @@ import milter
 from spf_milter.action import Defer, Reject, milter_reply_text
 from spf_milter.flow import Flow, error_verdict
 from spf_milter.logsetup import ConnectionLog
-from spf_milter.outcome import AcceptMessage, MessageEdits, Verdict
+from spf_milter.outcome import AcceptMessage, Continue, MessageEdits, Verdict
 from spf_milter.service import Service
 from spf_milter.spf.address import IPAddress
 from spf_milter.spf.trace import printable
 
 log = logging.getLogger(__name__)
 
-NO_REPLY: Final = frozenset({"header"})  # callbacks marked @Milter.noreply
+# The steps the MTA does not wait for (@noreply): nothing is decided before
+# RCPT, so their errors are answered at the next step it waits for.
+NO_REPLY: Final = frozenset({"connect", "hello", "envfrom", "header"})
+# Errors of these steps concern one transaction; the others the connection.
+TRANSACTION_STEPS: Final = frozenset({"envfrom", "header"})
 F = TypeVar("F", bound=Callable[..., Any])
 
 # pymilter is untyped: name what we use of it once, with types.
@@ -65,8 +70,9 @@ def macros(*names: str) -> Callable[[F], F]:
 def guarded(callback: F) -> F:
     """Answer any unexpected exception of ``callback`` with the on_error verdict.
 
-    A callback the MTA expects no reply to (header) cannot answer: its error
-    is remembered and answered at the end of the message.
+    A callback the MTA expects no reply to (connect, HELO, MAIL FROM, a
+    header field) cannot answer: its error is remembered and answered at
+    the next step the MTA waits for (each RCPT, the end of the message).
     """
 
     @functools.wraps(callback)
@@ -99,12 +105,36 @@ def parse_client_address(family: int, hostaddr: Any) -> IPAddress | None:
         return None
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Negotiation:
+    """What a milter class negotiates: the same for each of its connections."""
+
+    protocol_mask: int  # the steps it does not decline or answer (pymilter's)
+    macros: tuple[tuple[int, str], ...]  # (stage, space-separated macro names)
+
+    @classmethod
+    def of(cls, milter_class: type[SpfMilter]) -> Negotiation:
+        """Work out ``milter_class``'s negotiation from its decorators."""
+        macros = []
+        for callback, stage in Milter.MACRO_CALLBACKS.items():
+            names = getattr(getattr(milter_class, callback), "_symlist", None)
+            if names:
+                macros.append((stage, " ".join(names)))
+        return cls(milter_class.protocol_mask(), tuple(macros))
+
+
 class SpfMilter(Milter.Base):  # type: ignore[misc]
     """One SMTP connection, as libmilter presents it."""
 
-    def __init__(self, service: Service, connection_id: int) -> None:
+    def __init__(
+        self,
+        service: Service,
+        connection_id: int,
+        negotiation: Negotiation | None = None,
+    ) -> None:
         self.service = service
         self.connection_id = connection_id
+        self.negotiation = negotiation or Negotiation.of(type(self))
         self.flow: Flow | None = None
         self.pending_error: str | None = None
 
@@ -113,23 +143,33 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         """Tell whether a message is between MAIL FROM and its end (a stop waits)."""
         return self.flow is not None and self.flow.in_transaction
 
-    def setsymlist(self, stage: int, *names: str) -> None:
-        """Ask for the macros ``names`` at ``stage`` (called by negotiate()).
+    def negotiate(self, opts: list[int]) -> int:
+        """Answer the MTA's option negotiation (once per connection).
 
-        pymilter 1.0.5's own setsymlist() gives its C module bytes where it
-        wants str; the TypeError is swallowed by negotiate(), which then
-        gives up on the whole negotiation: no macro lists, and none of the
-        steps declined (@nocallback) or unanswered (@noreply), so the MTA
-        sends every event and waits for every reply. An MTA that does not
-        offer SETSYMLIST keeps its default macro lists.
+        pymilter's own negotiate() works the steps and macro lists out
+        again for every connection, from the decorators; they are the
+        class's, so they are worked out once (``Negotiation``). Its
+        setsymlist() also fails on pymilter 1.0.5 (it gives its C module
+        bytes where it wants str), and the TypeError makes it give up on
+        the whole negotiation: the MTA would then send every event and wait
+        for every reply. An MTA that does not offer SETSYMLIST keeps its
+        default macro lists.
         """
-        if self._actions & Milter.SETSYMLIST:
-            self._ctx.setsymlist(stage, " ".join(names))
+        plan = self.negotiation
+        actions, offered = opts[0], opts[1]
+        self._actions = actions
+        if actions & Milter.SETSYMLIST:
+            for stage, names in plan.macros:
+                self._ctx.setsymlist(stage, names)
+        opts[1] = self._protocol = offered & ~plan.protocol_mask
+        opts[2] = opts[3] = 0
+        return CONTINUE
 
     # -- the callbacks, in SMTP order ------------------------------------------
 
+    @noreply
     @guarded
-    @macros("j", "{daemon_name}", "{client_addr}")
+    @macros("{client_addr}")
     def connect(self, hostname: str, family: int, hostaddr: Any) -> int:
         client_ip = parse_client_address(family, hostaddr)
         if client_ip is None:
@@ -145,8 +185,11 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         )
         return CONTINUE
 
+    @noreply
     @guarded
     def hello(self, name: str) -> int:
+        if self.pending_error == "hello":
+            self.pending_error = None  # a new HELO: the old one's error is moot
         self._flow().hello(name)
         return CONTINUE
 
@@ -165,9 +208,11 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
             )
         self.hello(name.decode("utf-8", "surrogateescape"))
 
+    @noreply
     @guarded
     @macros("i", "{auth_authen}")
     def envfrom(self, mail_from: str, *params: str) -> int:
+        self._forget_transaction_error()
         flow = self._flow()
         flow.note_queue_id(self._macro("i"))
         authenticated = bool(self._macro("{auth_authen}"))
@@ -177,6 +222,9 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
     @guarded
     @macros("i")
     def envrcpt(self, recipient: str, *params: str) -> int:
+        owed = self._owed_error()
+        if owed is not None:
+            return owed
         flow = self._flow()
         flow.note_queue_id(self._macro("i"))
         return self._answer(flow.recipient(recipient))
@@ -190,9 +238,10 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
     @guarded
     @macros("i")
     def eom(self) -> int:
-        if self.pending_error is not None:
-            callback, self.pending_error = self.pending_error, None
-            return self.internal_error(callback, logged=True)
+        owed = self._owed_error()
+        self._forget_transaction_error()
+        if owed is not None:
+            return owed
         flow = self._flow()
         flow.note_queue_id(self._macro("i"))
         if not flow.conn.queue_id:
@@ -205,6 +254,7 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
 
     @guarded
     def abort(self) -> int:
+        self._forget_transaction_error()
         if self.flow is not None:
             self.flow.end_transaction()
         return CONTINUE
@@ -217,10 +267,11 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         return CONTINUE
 
     def data(self) -> int:
-        # Kept on purpose, though it does nothing: the MTA waits for this
+        # Kept over TCP, though it does nothing: the MTA waits for this
         # reply, which carries the TCP ACK of its DATA packet. Without it the
         # MTA's next small write (the headers) waits for our delayed ACK,
         # ~40 ms per message over inet: sockets (Nagle on the MTA's side).
+        # Declined on a unix socket (UnixSocketMilter), which has no Nagle.
         return CONTINUE
 
     # Not declined: without it libmilter cannot go from DATA to a header-less end.
@@ -280,6 +331,29 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
 
     # -- internal errors -----------------------------------------------------------
 
+    def _owed_error(self) -> int | None:
+        """Answer an error of a step the MTA did not wait for, if one is owed.
+
+        A refusal (the on_error tempfail) stays owed: every recipient of
+        the transaction (of the connection, for connect and HELO) gets it.
+        Where ``on_error: accept`` steps aside, the error is forgotten and
+        the step goes on.
+        """
+        step = self.pending_error
+        if step is None:
+            return None
+        on_error = self.service.settings.config.on_error
+        verdict = error_verdict(self.flow, step, on_error)
+        if isinstance(verdict, Continue):
+            self.pending_error = None
+            return None
+        return self._answer(verdict)
+
+    def _forget_transaction_error(self) -> None:
+        """Forget the error of an ended transaction (RSET, MAIL FROM, its end)."""
+        if self.pending_error in TRANSACTION_STEPS:
+            self.pending_error = None
+
     def log_error(self, callback: str) -> None:
         """Log the exception being handled, with its traceback."""
         conn_log = (
@@ -302,6 +376,18 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
             return REJECT if isinstance(verdict, Reject) else TEMPFAIL
 
 
+class UnixSocketMilter(SpfMilter):
+    """One SMTP connection over a unix socket, where the DATA step is declined.
+
+    Over TCP its reply saves a Nagle stall (SpfMilter.data); a unix socket
+    has none, and the MTA need not send the step nor wait for its answer.
+    """
+
+    @nocallback
+    def data(self) -> int:
+        return CONTINUE
+
+
 MILTER_NAME: Final = "spf-milter"
 # The actions we use: add and delete header fields, quarantine, ask for macros.
 ACTIONS: Final = Milter.ADDHDRS | Milter.CHGHDRS | Milter.QUARANTINE | Milter.SETSYMLIST
@@ -318,7 +404,10 @@ def serve(
     """
     counter = itertools.count(1)
     traffic = service.traffic
-    Milter.factory = lambda: traffic.opened(SpfMilter(service, next(counter)))
+    over_tcp = socket_spec.startswith(("inet:", "inet6:"))
+    milter_class = SpfMilter if over_tcp else UnixSocketMilter
+    plan = Negotiation.of(milter_class)
+    Milter.factory = lambda: traffic.opened(milter_class(service, next(counter), plan))
     milter.set_flags(ACTIONS)
     # Our callbacks catch their own exceptions (guarded); what is left is
     # pymilter failing before calling us: an 8-bit HELO name is routed to

@@ -45,6 +45,24 @@ class RecordingCtx(TestCtx):  # type: ignore[misc]
     def quarantine(self, reason: str) -> None:
         self.quarantined.append(reason)
 
+    # TestCtx ends the session on any answer but CONTINUE, NOREPLY included:
+    # an MTA that negotiated no reply for a step reads none and goes on.
+    def _helo(self, helo: str) -> int:
+        return self._step(Milter.M_HELO, "hello", helo)
+
+    def _envfrom(self, *args: str) -> int:
+        return self._step(Milter.M_ENVFROM, "envfrom", *args)
+
+    def _step(self, stage: int, callback: str, *args: str) -> int:
+        self._stage = stage
+        try:
+            code: int = getattr(self._priv, callback)(*args)
+        finally:
+            self._stage = None
+        if code not in (Milter.CONTINUE, Milter.NOREPLY):
+            self._close()
+        return code
+
     def getsymval(self, name: str) -> str | None:
         # pymilter's C module decodes macro values strictly as UTF-8: a bytes
         # value given to the harness is decoded the same way.

@@ -142,6 +142,7 @@ class MilterSession:
         self.negotiated = Negotiated(VERSION, Action(0), Step(0))
         self._steps = 0  # the negotiated steps as a plain int, for speed
         self._header_ended = False  # SMFIC_EOH sent for the current message
+        self.replies_awaited = 0  # events the MTA waited on (OPTNEG not counted)
 
     @classmethod
     async def open(cls, endpoint: Endpoint) -> MilterSession:
@@ -201,6 +202,7 @@ class MilterSession:
 
     async def _reply(self, *, final: bool) -> Reply:
         """Read replies until a decision; collect modifications at the end."""
+        self.replies_awaited += 1
         changes: list[Modification] = []
         while True:
             code, data = await self._read()
@@ -215,6 +217,15 @@ class MilterSession:
                 changes.append(parse_modification(code, data))
                 continue
             raise ProtocolError(f"unexpected reply {code!r} ({len(data)} octets)")
+
+    async def unasked(self, wait: float) -> int:
+        """Return how many packets the milter sent that nothing asked for.
+
+        Waits ``wait`` seconds first, for a stray answer still on its way.
+        """
+        self._flush()
+        await asyncio.sleep(wait)
+        return len(self._packets.packets)
 
     def abort(self) -> None:
         """Queue SMFIC_ABORT (no reply): the message ends before its end."""

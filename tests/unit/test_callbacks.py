@@ -372,7 +372,7 @@ def test_negotiation_asks_the_mta_for_the_macros_we_read(
     ctx = RecordingCtx()
     with harness.factory():
         ctx._negotiate()
-    assert ctx._symlist[Milter.M_CONNECT] == {b"j", b"{daemon_name}", b"{client_addr}"}
+    assert ctx._symlist[Milter.M_CONNECT] == {b"{client_addr}"}
     assert ctx._symlist[Milter.M_ENVFROM] == {b"i", b"{auth_authen}"}
     assert ctx._symlist[Milter.M_ENVRCPT] == {b"i"}
     assert ctx._symlist[Milter.M_EOM] == {b"i"}

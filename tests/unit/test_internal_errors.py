@@ -128,3 +128,86 @@ def test_accept_never_passes_a_message_that_carried_a_forged_field(
     assert forged.replies["eom"] == Milter.TEMPFAIL
     assert client_spf.replies["eom"] == Milter.TEMPFAIL  # a DMARC reader's input
     assert clean.replies["eom"] == Milter.ACCEPT
+
+
+# -- steps the MTA does not wait for -------------------------------------------
+# Connect, HELO and MAIL FROM are answered without a reply (nothing is decided
+# before RCPT): an error there is answered at the next step the MTA waits for.
+
+ERROR_REPLY = ("451", "4.3.0", "Temporary SPF milter error, try again later")
+
+
+def _broken(*args: object) -> None:
+    raise ZeroDivisionError("boom")
+
+
+@pytest.mark.parametrize("step", ["hello", "mail_from"])
+def test_an_error_in_a_step_without_reply_tempfails_every_recipient(
+    harness: MilterHarness,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    step: str,
+) -> None:
+    monkeypatch.setattr(f"spf_milter.flow.Flow.{step}", _broken)
+    harness.with_settings(on_error=OnError.TEMPFAIL)
+    try:
+        with caplog.at_level("ERROR"):
+            session = harness.session(recipients=["a@x.example", "b@y.example"])
+    finally:
+        harness.with_settings(on_error=OnError.ACCEPT)
+    assert session.replies["envfrom"] == Milter.NOREPLY
+    assert session.rcpt_replies == [(Milter.TEMPFAIL, ERROR_REPLY)] * 2
+    callback = {"hello": "hello", "mail_from": "envfrom"}[step]
+    assert caplog.text.count(f"internal error in {callback}") == 1
+
+
+def test_accept_steps_aside_for_an_error_at_mail_from(
+    harness: MilterHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recipients go on; a message with no transaction to note its
+    header fields in is deferred at its end rather than passed unchecked."""
+    real = Milter.Base.getsymval
+    calls = iter(["broken"])
+
+    def broken_once(self: Milter.Base, name: str) -> object:
+        if name == "{auth_authen}" and next(calls, None):
+            raise ZeroDivisionError("boom")
+        return real(self, name)
+
+    monkeypatch.setattr(Milter.Base, "getsymval", broken_once)
+    session = harness.session(headers=[FORGED])
+    assert session.rcpt_replies[0][0] == Milter.CONTINUE
+    assert session.replies["eom"] == Milter.TEMPFAIL
+
+
+def test_an_error_at_mail_from_ends_with_its_transaction(
+    harness: MilterHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A refused transaction's error does not follow the next one (RSET)."""
+    from helpers.harness import RecordingCtx
+
+    calls = iter(["broken"])
+    real = Milter.Base.getsymval
+
+    def broken_once(self: Milter.Base, name: str) -> object:
+        if name == "{auth_authen}" and next(calls, None):
+            raise ZeroDivisionError("boom")
+        return real(self, name)
+
+    monkeypatch.setattr(Milter.Base, "getsymval", broken_once)
+    harness.with_settings(on_error=OnError.TEMPFAIL)
+    ctx = RecordingCtx()
+    try:
+        with harness.factory():
+            ctx._negotiate()
+            ctx._stage = Milter.M_CONNECT
+            Milter.connect_callback(ctx, "[192.0.2.10]", 2, PASSING_CLIENT)
+            ctx._helo("mail.example.net")
+            ctx._envfrom("<a@example.net>")
+            first = ctx._envrcpt("<u@x.example>")
+            ctx.getpriv().abort()
+            ctx._envfrom("<a@example.net>")
+            second = ctx._envrcpt("<u@x.example>")
+    finally:
+        harness.with_settings(on_error=OnError.ACCEPT)
+    assert (first, second) == (Milter.TEMPFAIL, Milter.CONTINUE)
