@@ -27,7 +27,14 @@ import milter
 from spf_milter.action import Defer, Reject, milter_reply_text
 from spf_milter.flow import Flow, error_verdict
 from spf_milter.logsetup import ConnectionLog
-from spf_milter.outcome import AcceptMessage, Continue, MessageEdits, Verdict
+from spf_milter.outcome import (
+    AUTHENTICATION_RESULTS,
+    RECEIVED_SPF,
+    AcceptMessage,
+    Continue,
+    MessageEdits,
+    Verdict,
+)
 from spf_milter.service import Service
 from spf_milter.spf.address import IPAddress
 from spf_milter.spf.trace import printable
@@ -46,6 +53,11 @@ CONTINUE: Final[int] = Milter.CONTINUE
 REJECT: Final[int] = Milter.REJECT
 TEMPFAIL: Final[int] = Milter.TEMPFAIL
 ACCEPT: Final[int] = Milter.ACCEPT
+NOREPLY: Final[int] = Milter.NOREPLY
+# The header fields the flow reads (Flow.header): the others are skipped.
+RESULT_FIELDS: Final = frozenset(
+    name.lower() for name in (AUTHENTICATION_RESULTS, RECEIVED_SPF)
+)
 
 
 def noreply(callback: F) -> F:
@@ -228,6 +240,18 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         flow = self._flow()
         flow.note_queue_id(self._macro("i"))
         return self._answer(flow.recipient(recipient))
+
+    def header_bytes(self, name: str, value: bytes) -> int:
+        """Pass on the fields that claim an SPF result; answer the rest at once.
+
+        pymilter's C module calls this for every header field (the name
+        decoded, the value not). Only Authentication-Results and
+        Received-SPF matter to the flow; the others are not decoded, and
+        get what header() would answer.
+        """
+        if name.lower() in RESULT_FIELDS:
+            return int(super().header_bytes(name, value))
+        return NOREPLY if self._protocol & Milter.P_NR_HDR else CONTINUE
 
     @noreply
     @guarded

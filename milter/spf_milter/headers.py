@@ -341,24 +341,39 @@ def _fold(groups: Sequence[Sequence[str]], *, used: int, fold: bool) -> str:
     """Join atoms with a space, or FOLD where the line would grow too long.
 
     A group (an A-R clause) starts a new line when it does not fit whole on
-    the current one. ``used`` is what the field name takes on the first line.
-    No atom passes ``2 * MAX_TEXT_CHARS + 20`` characters, so with its
-    leading tab no line can pass MAX_LINE_OCTETS.
+    the current one, and is cut between its atoms only if it is longer than
+    a line. ``used`` is what the field name takes on the first line. No
+    atom passes ``2 * MAX_TEXT_CHARS + 20`` characters, so with its leading
+    tab no line can pass MAX_LINE_OCTETS.
     """
     width = FOLD_WIDTH if fold else MAX_LINE_OCTETS
     parts: list[str] = []
+    append = parts.append
     line = used
     for group in groups:
-        whole = len(" ".join(group))
-        for index, atom in enumerate(group):
-            needed = whole if index == 0 else len(atom)
-            if parts and line + 1 + needed > width:
-                parts.append(FOLD)
+        text = group[0] if len(group) == 1 else " ".join(group)
+        size = len(text)
+        if parts:
+            if line + 1 + size > width:
+                append(FOLD)
                 line = 1
-            elif parts:
-                parts.append(" ")
+            else:
+                append(" ")
                 line += 1
-            parts.append(atom)
+        if line + size <= width or len(group) == 1:
+            append(text)
+            line += size
+            continue
+        append(group[0])  # longer than a line: cut between its atoms
+        line += len(group[0])
+        for atom in group[1:]:
+            if line + 1 + len(atom) > width:
+                append(FOLD)
+                line = 1
+            else:
+                append(" ")
+                line += 1
+            append(atom)
             line += len(atom)
     return "".join(parts)
 

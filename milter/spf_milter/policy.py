@@ -118,7 +118,11 @@ def parse_domain_name(name: str) -> str:
     if not text:
         raise ValueError("not a domain name: it is empty")
     try:
-        ascii_name = text.encode("idna").decode("ascii").lower()
+        # An ASCII name is its own A-label form: the label checks below are
+        # the ones the codec would make, and the codec is slow.
+        ascii_name = (
+            text if text.isascii() else text.encode("idna").decode("ascii")
+        ).lower()
     except UnicodeError as exc:
         raise ValueError(f"not a domain name: {exc}") from None
     if len(ascii_name) > MAX_DOMAIN_NAME:
@@ -162,6 +166,8 @@ class Policy:
 
     def rule_for(self, recipient_domain: str) -> MatchedRule:
         """Return the longest matching rule: exact name, then ``.parent`` keys."""
+        if not self.domains:
+            return MatchedRule("default", self.default)
         try:
             domain = parse_domain_name(recipient_domain)
         except ValueError:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 from collections.abc import Callable, Coroutine
-from typing import Any, Final, TypeVar
+from typing import Any, Final, Generic, TypeVar
 
 from spf_milter.dnsclient.cache import NotCached
 from spf_milter.eventloop import EventLoop
@@ -33,6 +33,37 @@ T = TypeVar("T")
 Check = Callable[[Lookup, Prefetch | None], Coroutine[Any, Any, T]]
 
 MAX_BACKGROUND: Final = 256  # prefetches of one runner waiting at once
+
+
+class Finished(Generic[T]):
+    """A check that ended as it was started: a future with no lock to take.
+
+    Most checks of a busy daemon end so, from the cache; a
+    concurrent.futures.Future would cost a Condition and its lock for each.
+    """
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: T) -> None:
+        self._value = value
+
+    def result(self, timeout: float | None = None) -> T:
+        return self._value
+
+    def done(self) -> bool:
+        return True
+
+    def cancel(self) -> bool:
+        return False
+
+    def cancelled(self) -> bool:
+        return False
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        return None
+
+    def add_done_callback(self, fn: Callable[[Finished[T]], object]) -> None:
+        fn(self)
 
 
 class WouldWait(RuntimeError):
@@ -117,7 +148,7 @@ class CheckRunner:
 
     def start(
         self, check: Check[T], lookup: Lookup, cached: Lookup | None
-    ) -> concurrent.futures.Future[T]:
+    ) -> Finished[T] | concurrent.futures.Future[T]:
         """Start ``check``; return a future any thread can wait on.
 
         ``cached`` answers from the DNS cache or raises NotCached (None: no
@@ -132,6 +163,4 @@ class CheckRunner:
             value = run_now(check(cached, None))
         except (NotCached, WouldWait):
             return self.loop.submit(check(lookup, self.prefetcher))
-        future: concurrent.futures.Future[T] = concurrent.futures.Future()
-        future.set_result(value)
-        return future
+        return Finished(value)

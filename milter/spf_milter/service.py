@@ -88,35 +88,41 @@ class Traffic:
     """
 
     def __init__(self) -> None:
-        self._changed = threading.Condition()
+        # A plain lock: every callback takes it twice, and a stop is rare.
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
         self._running = 0
+        self._stopping = False  # someone waits in wait_idle(): wake it
         self._sessions: weakref.WeakSet[Session] = weakref.WeakSet()
 
     def opened(self, session: T) -> T:
         """Count ``session`` until it is garbage; return it."""
-        with self._changed:
+        with self._lock:
             self._sessions.add(session)  # type: ignore[arg-type]
         return session
 
     def call(self, callback: Callable[..., T], *args: object) -> T:
         """Run one callback of the MTA's, counted as in progress."""
-        with self._changed:
+        lock = self._lock
+        with lock:
             self._running += 1
         try:
             return callback(*args)
         finally:
-            with self._changed:
+            with lock:
                 self._running -= 1
-                self._changed.notify_all()
+                if self._stopping:
+                    self._changed.notify_all()
 
     def transactions(self) -> int:
         """Return how many sessions are inside a transaction."""
-        with self._changed:
+        with self._lock:
             return self._transactions()
 
     def wait_idle(self, limit: float) -> bool:
         """Wait until nothing is in progress, at most ``limit`` seconds."""
-        with self._changed:
+        with self._lock:
+            self._stopping = True
             return self._changed.wait_for(
                 lambda: self._running == 0 and self._transactions() == 0, limit
             )

@@ -8,17 +8,47 @@ replaces the whole Transaction object, so nothing leaks between messages.
 
 from __future__ import annotations
 
-import concurrent.futures
 import enum
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from spf_milter.policy import Decision
 from spf_milter.settings import Settings
 from spf_milter.spf.address import IPAddress
 from spf_milter.verify import IdentityCheck
 
-CheckFuture = concurrent.futures.Future[IdentityCheck]
+T_co = TypeVar("T_co", covariant=True)
+
+
+class Started(Protocol[T_co]):
+    """A check started by the CheckRunner (runner.py): what the flow asks of it.
+
+    A concurrent.futures.Future, or runner.Finished for a check that ended
+    as it was started.
+    """
+
+    def result(self, timeout: float | None = None) -> T_co:
+        """Return its value, waiting at most ``timeout`` seconds (TimeoutError)."""
+
+    def done(self) -> bool:
+        """Tell whether it has ended."""
+
+    def cancel(self) -> bool:
+        """Stop it if it still runs."""
+
+    def cancelled(self) -> bool:
+        """Tell whether it was stopped."""
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """Return what it raised, if anything."""
+
+    def add_done_callback(self, fn: Callable[[Started[T_co]], object]) -> None:
+        """Call ``fn`` with it once it has ended (at once if it has)."""
+
+
+CheckFuture = Started[IdentityCheck]
 
 
 class Skip(enum.StrEnum):
