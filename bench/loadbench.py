@@ -17,7 +17,7 @@ from pathlib import Path
 import dns.message
 import dns.query
 
-from bench import netns, procstat
+from bench import netns, nullmilters, procstat
 from bench.loadclient import MAX_MESSAGES, LoadResult, LoadSpec, run_load
 from bench.loaddns import FRESH_SUFFIX
 from bench.milters import Milter, start_incumbent, start_ours
@@ -37,6 +37,9 @@ class Options:
     attack_seconds: float
     e2e_messages: int
     source: Path | None
+    warm_shapes: tuple[str, ...]  # the contention part's shapes
+    warm_concurrency: tuple[int, ...]  # the contention and floor parts'
+    hog: int  # busy processes beside the milters in the contention part
     json_path: Path
 
 
@@ -73,6 +76,7 @@ class Bench:
             pid=milter.pid,
             generation_base=self.runs * 10_000_000,
             dns_pid=self.dns.pid if dns_cpu else None,
+            expect_result=milter.adds_result,
         )
 
     def measure(
@@ -123,6 +127,23 @@ class Bench:
                 self.work / "theirs", kind=kind
             )
         return self.milters[f"ours-{kind}"], self.milters[f"theirs-{kind}"]
+
+    def floor(self, kind: str) -> tuple[Milter, Milter]:
+        """Return the C and the pymilter null milter, negotiating as ours does.
+
+        Ours' terms are read from ours itself on the same kind of socket
+        (bench/nullmilters.py), once, before the null milters start.
+        """
+        if f"null-c-{kind}" not in self.milters:
+            ours, _ = self.pair(kind)
+            terms = nullmilters.negotiation(ours.endpoint)
+            print(f"ours negotiates {terms}", flush=True)
+            work = self.work / "null"
+            flavours = {"c": nullmilters.NULL_C, "py": nullmilters.NULL_PY}
+            for key, flavour in flavours.items():
+                milter = nullmilters.start(work, flavour, terms, kind)
+                self.milters[f"null-{key}-{kind}"] = milter
+        return self.milters[f"null-c-{kind}"], self.milters[f"null-py-{kind}"]
 
     def cpu_account(self) -> tuple[float, float]:
         """Return CPU seconds used by the machine and by the benchmark itself.

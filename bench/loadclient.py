@@ -48,6 +48,7 @@ class LoadSpec:
     pid: int | None = None
     generation_base: int = 0
     dns_pid: int | None = None  # the DNS server's pid, for its CPU time
+    expect_result: bool = True  # False: a null milter, no SPF result expected
 
 
 @dataclass(slots=True)
@@ -166,6 +167,8 @@ def _summarise(spec: LoadSpec, window: _Window) -> LoadResult:
         result.verdicts[outcome.verdict] += 1
         result.spf[outcome.spf or "-"] += 1
         shape, _, expected = key.partition(":")
+        if not spec.expect_result:
+            expected = ""  # a null milter: "no result expected", and none given
         if outcome.spf != expected and (expected, outcome.spf) != ("none", HELO_ONLY):
             result.unexpected[f"{shape}:{outcome.spf or '-'}"] += 1
     latencies = sorted(seconds * 1000 for seconds in window.latencies)

@@ -1,4 +1,4 @@
-"""End to end through a private Postfix: no milter, ours, pyspf-milter.
+"""End to end through a private Postfix: no milter, a null milter, ours, pyspf.
 
 Postfix's own load generator, smtp-source, sends the mixed workload's
 senders to a private Postfix (tests/mta/postfix.py, inside the benchmark's
@@ -14,7 +14,10 @@ every term of every record is evaluated.
 
 The figure is messages per second from the first connection to the last
 message accepted, and the milter's cost is how much of Postfix's own
-throughput (no milter) is lost with it.
+throughput (no milter) is lost with it. The C null milter
+(bench/nullmilter.c: does nothing, negotiates as ours does) is the floor
+of any milter through Postfix; ours' throughput is also shown as a share
+of it.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import subprocess
 import time
 from typing import Final
 
-from bench import procstat
+from bench import loadreport, procstat
 from bench.loadbench import Bench
 from bench.loadshapes import HELO, RECIPIENT, SHAPES
 from bench.testhelpers import PostfixInstance
@@ -101,19 +104,26 @@ def _measure(
 
 
 def run(bench: Bench) -> list[dict[str, object]]:
-    """Postfix alone, with ours, with pyspf-milter; the mixed senders."""
+    """Postfix alone, with the C null milter, ours, pyspf-milter; mixed senders."""
     ours, theirs = bench.pair("unix")
+    null_c, _ = bench.floor("unix")
     total = bench.options.e2e_messages
     rows: list[dict[str, object]] = []
+    runs = (
+        ("none", None),
+        (loadreport.E2E_NULL, null_c),
+        ("ours", ours),
+        ("pyspf-milter", theirs),
+    )
     with PostfixInstance(main_cf=MAIN_CF) as postfix:
-        for name, milter in (("none", None), ("ours", ours), ("pyspf-milter", theirs)):
+        for name, milter in runs:
             spec = "" if milter is None else str(milter.endpoint)
             postfix.reset(milter=spec, main_cf=MAIN_CF)
             _measure(postfix, None, total // 10)  # warm-up: processes, caches
             row = _measure(postfix, milter.pid if milter else None, total)
             row["milter"] = name
             print(
-                f"postfix + {name:12} {row['rate']:7,.0f} msg/s "
+                f"postfix + {name:13} {row['rate']:7,.0f} msg/s "
                 f"({row['messages']} in {row['seconds']:.1f} s) {row['errors']}",
                 flush=True,
             )

@@ -12,7 +12,18 @@ matrix,cold`` picks some):
 - ``socket``: unix against inet sockets at concurrency 1, warm;
 - ``attack``: one domain's DNS answers after 30 s while other domains are
   checked; both milters restarted with a 3 s check time limit;
-- ``e2e``: through a private Postfix with smtp-source (bench/loade2e.py).
+- ``contention``: warm include and mx at concurrency 1, 10, 50, both
+  milters, alone and beside ``--hog N`` busy processes, with the machine's
+  other load during each run (bench/loadcontention.py);
+- ``floor``: warm include at concurrency 1, 10, 50: ours beside a C
+  libmilter and a pymilter milter that do nothing and negotiate as ours
+  does (bench/loadfloor.py, bench/nullmilters.py);
+- ``e2e``: through a private Postfix with smtp-source, also with the C
+  null milter (bench/loade2e.py).
+
+``--shapes`` and ``--concurrency`` given on the command line also choose
+the contention part's shapes and both its and the floor part's
+concurrency; otherwise those parts take the defaults above.
 
 Everything runs in a private network namespace (bench/netns.py); the
 script re-executes itself there with unshare. Results go to stdout as
@@ -34,12 +45,24 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Final
 
-from bench import loade2e, loadparts, loadreport, netns, procstat
+from bench import (
+    loadcontention,
+    loade2e,
+    loadfloor,
+    loadparts,
+    loadreport,
+    netns,
+    procstat,
+)
 from bench.loadbench import Bench, Options
 from bench.loadclient import LoadResult
 
-PARTS: Final = ("matrix", "cold", "socket", "attack", "e2e")
+PARTS: Final = ("matrix", "cold", "socket", "attack", "contention", "floor", "e2e")
 DEFAULT_PARTS: Final = PARTS
+MATRIX_SHAPES: Final = ("include", "mx", "mixed")
+MATRIX_CONCURRENCY: Final = (1, 10, 50, 200)
+WARM_SHAPES: Final = ("include", "mx")  # the contention part's default
+WARM_CONCURRENCY: Final = (1, 10, 50)  # the contention and floor parts'
 
 
 def run_parts(bench: Bench) -> dict[str, object]:
@@ -50,6 +73,8 @@ def run_parts(bench: Bench) -> dict[str, object]:
         "cold": loadparts.run_cold,
         "socket": loadparts.run_sockets,
         "attack": loadparts.run_attack,
+        "contention": loadcontention.run_contention,
+        "floor": loadfloor.run_floor,
     }
     others: dict[str, float] = {}
     for part in bench.options.parts:
@@ -103,30 +128,40 @@ def _parse(argv: list[str]) -> Options:
     parser = argparse.ArgumentParser(prog="python -m bench.milterload --matrix")
     parser.add_argument("--quick", action="store_true", help="a short smoke run")
     parser.add_argument("--parts", default=",".join(DEFAULT_PARTS))
-    parser.add_argument("--shapes", default="include,mx,mixed")
+    parser.add_argument(
+        "--shapes", help="default include,mx,mixed (contention: include,mx)"
+    )
     parser.add_argument("--dns", default="warm,20ms")
-    parser.add_argument("--concurrency", default="1,10,50,200")
+    parser.add_argument(
+        "--concurrency", help="default 1,10,50,200 (contention, floor: 1,10,50)"
+    )
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--cold-messages", type=int, default=30)
     parser.add_argument("--attack-seconds", type=float, default=8.0)
     parser.add_argument("--e2e-messages", type=int, default=3000)
+    parser.add_argument("--hog", type=int, default=1, help="busy processes")
     parser.add_argument("--ours-source", type=Path, help="a checkout to run ours from")
     parser.add_argument("--json", type=Path, help="where to write all figures")
     args = parser.parse_args(argv)
     quick = args.quick
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    shapes = tuple(args.shapes.split(",")) if args.shapes else None
+    given = tuple(map(int, args.concurrency.split(","))) if args.concurrency else None
     return Options(
         parts=tuple(args.parts.split(",")),
-        shapes=tuple(args.shapes.split(",")),
+        shapes=shapes or MATRIX_SHAPES,
         dns=tuple(args.dns.split(",")),
-        concurrency=(1, 50) if quick else tuple(map(int, args.concurrency.split(","))),
+        concurrency=(1, 50) if quick else given or MATRIX_CONCURRENCY,
         seconds=2.0 if quick else args.seconds,
         warmup=0.5 if quick else args.warmup,
         cold_messages=8 if quick else args.cold_messages,
         attack_seconds=4.0 if quick else args.attack_seconds,
         e2e_messages=500 if quick else args.e2e_messages,
         source=args.ours_source.resolve() if args.ours_source else None,
+        warm_shapes=shapes or WARM_SHAPES,
+        warm_concurrency=(1, 50) if quick else given or WARM_CONCURRENCY,
+        hog=args.hog,
         json_path=args.json or Path(f"/tmp/spf-milter-load-{stamp}.json"),
     )
 
@@ -137,6 +172,8 @@ def main(argv: list[str]) -> int:
     unknown = set(options.parts) - set(PARTS)
     if unknown:
         raise SystemExit(f"unknown parts: {sorted(unknown)} (choose from {PARTS})")
+    if options.hog < 1:
+        raise SystemExit("--hog: at least one busy process")
     if not netns.inside():
         netns.reexec(["-m", "bench.milterload", "--matrix", *argv])
     about = machine()

@@ -7,6 +7,8 @@ from typing import Any, Final
 
 from bench.loadclient import LoadResult
 
+E2E_NULL: Final = "C null milter"  # the e2e row of bench/nullmilter.c
+
 # DNS round trips on the critical path of a cold check, one per level of the
 # record's dependency chain (RFC 7208 evaluation order).
 CHAIN_LEVELS: Final = {
@@ -16,6 +18,11 @@ CHAIN_LEVELS: Final = {
 }
 
 Row = Mapping[str, Any]
+FLOOR_SIDES: Final = (
+    ("ours", "ours"),
+    ("null_py", "pymilter null"),
+    ("null_c", "C null"),
+)
 
 
 def _ratio(ours: float, theirs: float) -> str:
@@ -74,6 +81,35 @@ def attack_line(row: Row) -> str:
         f"p99 {base.p99:.1f} -> {normal.p99:.1f} ms; slow domain "
         f"{dict(slow.spf)} in p50 {slow.p50 / 1000:.2f} s, max {slow.max / 1000:.2f} s"
     )
+
+
+def _shared(result: LoadResult, sharing: Any) -> str:
+    """Return msg/s with the machine's other load during the run beside it."""
+    return f"{result.rate:,.0f} ({sharing.other:.0%})"
+
+
+def contention_line(cell: Row) -> str:
+    """Return the progress line of one contention cell."""
+    ours, theirs = cell["ours"], cell["theirs"]
+    return (
+        f"{cell['shape']:8} c={cell['concurrency']:<3} hog {cell['hog']} | ours "
+        f"{_shared(ours, cell['ours_sharing'])}/s {ours.milter_cpu_ms:.2f} ms | "
+        f"pyspf-milter {_shared(theirs, cell['theirs_sharing'])}/s "
+        f"{theirs.milter_cpu_ms:.2f} ms | {_ratio(ours.rate, theirs.rate)}; hog "
+        f"{cell['ours_sharing'].hog:.0%} / {cell['theirs_sharing'].hog:.0%}"
+    )
+
+
+def floor_line(row: Row) -> str:
+    """Return the progress line of one floor row."""
+    parts = [f"include  c={row['concurrency']:<3}"]
+    for side, name in FLOOR_SIDES:
+        result = row[side]
+        parts.append(
+            f"{name} {_shared(result, row[f'{side}_sharing'])}/s "
+            f"{result.milter_cpu_ms:.2f} ms"
+        )
+    return " | ".join(parts)
 
 
 def matrix_table(cells: Sequence[Row]) -> str:
@@ -180,6 +216,62 @@ def attack_table(rows: Sequence[Row]) -> str:
     return "\n".join(lines)
 
 
+def contention_table(cells: Sequence[Row]) -> str:
+    """Both milters alone and beside the CPU hog; other load beside each run."""
+    lines = [
+        "| shape | conc. | hog processes | ours msg/s (other load) "
+        "| pyspf-milter msg/s (other load) | ratio ours / pyspf-milter "
+        "| ours CPU ms/msg | pyspf-milter CPU ms/msg | CPU ratio ours / pyspf-milter "
+        "| hog's share: ours run / pyspf-milter run "
+        "| errors+timeouts / wrong results ours, pyspf-milter |",
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for cell in cells:
+        ours, theirs = cell["ours"], cell["theirs"]
+        mine, their = cell["ours_sharing"], cell["theirs_sharing"]
+        cpu_ratio = ours.milter_cpu_ms / max(theirs.milter_cpu_ms, 1e-9)
+        lines.append(
+            f"| {cell['shape']} | {cell['concurrency']} | {cell['hog']} "
+            f"| {_shared(ours, mine)} | {_shared(theirs, their)} "
+            f"| {_ratio(ours.rate, theirs.rate)} "
+            f"| {ours.milter_cpu_ms:.2f} | {theirs.milter_cpu_ms:.2f} "
+            f"| {cpu_ratio:.2f}x | {mine.hog:.0%} / {their.hog:.0%} "
+            f"| {_faults(ours)}, {_faults(theirs)} |"
+        )
+    return "\n".join(lines)
+
+
+def floor_table(rows: Sequence[Row]) -> str:
+    """Ours beside the null milters: msg/s, CPU per message, ours / C null."""
+    names = [name for _, name in FLOOR_SIDES]
+    lines = [
+        "| conc. | "
+        + " | ".join(f"{name} msg/s (other load)" for name in names)
+        + " | ours / C null msg/s | "
+        + " | ".join(f"{name} CPU ms/msg" for name in names)
+        + " | ours / C null CPU | errors+timeouts / wrong results "
+        + ", ".join(names)
+        + " |",
+        "|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for row in rows:
+        results = [row[side] for side, _ in FLOOR_SIDES]
+        ours, null_c = row["ours"], row["null_c"]
+        cpu_ratio = ours.milter_cpu_ms / max(null_c.milter_cpu_ms, 1e-9)
+        lines.append(
+            f"| {row['concurrency']} | "
+            + " | ".join(
+                _shared(row[side], row[f"{side}_sharing"]) for side, _ in FLOOR_SIDES
+            )
+            + f" | {ours.rate / max(null_c.rate, 1e-9):.2f}x | "
+            + " | ".join(f"{result.milter_cpu_ms:.2f}" for result in results)
+            + f" | {cpu_ratio:.1f}x | "
+            + ", ".join(_faults(result) for result in results)
+            + " |"
+        )
+    return "\n".join(lines)
+
+
 def tables(results: Mapping[str, Any], about: Mapping[str, object]) -> str:
     """Return every table of the parts that ran."""
     out = []
@@ -195,6 +287,12 @@ def tables(results: Mapping[str, Any], about: Mapping[str, object]) -> str:
     if "attack" in results:
         out += ["## Slow-DNS attack (check time limit 3 s)"]
         out += [attack_table(results["attack"])]
+    if "contention" in results:
+        out += ["## Beside a CPU hog (warm, unix socket)"]
+        out += [contention_table(results["contention"])]
+    if "floor" in results:
+        out += ["## Against do-nothing milters of the same negotiation (include, warm)"]
+        out += [floor_table(results["floor"])]
     if "e2e" in results:
         out += ["## Through Postfix", e2e_table(results["e2e"])]
     if "other_work" in results:
@@ -209,16 +307,24 @@ def tables(results: Mapping[str, Any], about: Mapping[str, object]) -> str:
 def e2e_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Messages per second through Postfix and the milter's cost."""
     alone = next((r["rate"] for r in rows if r["milter"] == "none"), 0.0)
+    null = next((r["rate"] for r in rows if r["milter"] == E2E_NULL), 0.0)
     lines = [
         "| Postfix with | msg/s | share of Postfix alone | milter cost "
-        "| milter CPU ms/msg | errors |",
-        "|---|--:|--:|--:|--:|---|",
+        "| share of the C null milter | milter CPU ms/msg | errors |",
+        "|---|--:|--:|--:|--:|--:|---|",
     ]
     for row in rows:
         share = row["rate"] / alone if alone else 0.0
+        of_null = f"{row['rate'] / null:.2f}x" if null else "-"
         lines.append(
             f"| {row['milter']} | {row['rate']:,.0f} | {share:.0%} "
-            f"| {1 - share:.0%} | {row['milter_cpu_ms']:.2f} "
+            f"| {1 - share:.0%} | {of_null} | {row['milter_cpu_ms']:.2f} "
             f"| {row['errors'] or 'none'} |"
+        )
+    ours = next((r["rate"] for r in rows if r["milter"] == "ours"), 0.0)
+    if null and ours:
+        lines.append(
+            f"\nours through Postfix: {ours / null:.2f}x the C null milter's "
+            "msg/s (target: at least 0.9x)"
         )
     return "\n".join(lines)

@@ -50,6 +50,7 @@ class Milter:
     endpoint: Endpoint
     process: subprocess.Popen[bytes]
     log_path: Path
+    adds_result: bool = True  # False: a null milter, no Authentication-Results
 
     @property
     def pid(self) -> int:
@@ -78,7 +79,7 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _endpoint(work: Path, name: str, kind: str) -> tuple[Endpoint, str]:
+def listen_endpoint(work: Path, name: str, kind: str) -> tuple[Endpoint, str]:
     """Return the endpoint and libmilter's spelling of it."""
     if kind == "unix":
         path = work / f"{name}.sock"
@@ -111,7 +112,7 @@ def start_ours(
     work.chmod(0o755)
     (work / "policy.d").mkdir(exist_ok=True)
     (work / "policy.yaml").write_text(OURS_POLICY)
-    endpoint, spec = _endpoint(work, "ours", kind)
+    endpoint, spec = listen_endpoint(work, "ours", kind)
     config = work / f"ours-{kind}.yaml"
     config.write_text(_ours_config(spec, time_limit, nameserver))
     env = dict(os.environ)
@@ -119,7 +120,7 @@ def start_ours(
         env["PYTHONPATH"] = str(source / "milter")
     name = "ours"
     command = [sys.executable, "-m", "spf_milter", "run", "--config", str(config)]
-    return _launch(name, endpoint, command, work / f"{name}-{kind}.log", env)
+    return launch(name, endpoint, command, work / f"{name}-{kind}.log", env)
 
 
 def _incumbent_config(pid_file: Path, spec: str, time_limit: float) -> str:
@@ -152,7 +153,7 @@ def start_incumbent(
     work.mkdir(parents=True, exist_ok=True)
     work.chmod(0o755)
     shutil.chown(work, user=INCUMBENT_USER)  # it creates its socket after setuid
-    endpoint, spec = _endpoint(work, "theirs", kind)
+    endpoint, spec = listen_endpoint(work, "theirs", kind)
     config = work / f"pyspf-milter-{kind}.conf"
     pid_file = work / f"pyspf-milter-{kind}.pid"
     pid_file.unlink(missing_ok=True)  # a killed pyspf-milter leaves it behind
@@ -160,19 +161,26 @@ def start_incumbent(
     command = ["/usr/bin/python3", INCUMBENT, str(config)]
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
     log = work / f"pyspf-milter-{kind}.log"
-    return _launch("pyspf-milter", endpoint, command, log, env)
+    return launch("pyspf-milter", endpoint, command, log, env)
 
 
-def _launch(
-    name: str, endpoint: Endpoint, command: list[str], log: Path, env: dict[str, str]
+def launch(
+    name: str,
+    endpoint: Endpoint,
+    command: list[str],
+    log: Path,
+    env: dict[str, str],
+    *,
+    adds_result: bool = True,
 ) -> Milter:
+    """Start ``command`` and wait until it listens on ``endpoint``."""
     if endpoint.path:
         Path(endpoint.path).unlink(missing_ok=True)
     with log.open("ab") as out:
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=log.parent
         )
-    milter = Milter(name, endpoint, process, log)
+    milter = Milter(name, endpoint, process, log, adds_result)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if process.poll() is not None:
