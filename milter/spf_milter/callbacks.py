@@ -110,6 +110,11 @@ def parse_client_address(family: int, hostaddr: Any) -> IPAddress | None:
     if family not in (socket.AF_INET, socket.AF_INET6) or not hostaddr:
         return None
     text = str(hostaddr[0] if isinstance(hostaddr, tuple) else hostaddr)
+    if family == socket.AF_INET:
+        try:  # the usual case, parsed in C
+            return ipaddress.IPv4Address(socket.inet_pton(socket.AF_INET, text))
+        except OSError:
+            pass
     text = text.removeprefix("IPv6:").partition("%")[0]
     try:
         return ipaddress.ip_address(text)
@@ -458,9 +463,9 @@ def serve(
     milter.set_envrcpt_callback(
         counted("envrcpt", lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
     )
-    milter.set_header_callback(
-        counted("header", lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
-    )
+    # Not counted: header fields come inside a transaction, which a stop
+    # waits for anyway, and most of them are skipped at once (header_bytes).
+    milter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
     milter.set_eoh_callback(counted("eoh", lambda ctx: ctx.getpriv().eoh()))
     milter.set_body_callback(
         counted("body", lambda ctx, chunk: ctx.getpriv().body(chunk))
@@ -486,7 +491,7 @@ def serve(
 
 
 # The steps after which the MTA's next event may be a HELO (a header's name
-# fails to decode after data or header instead).
+# fails to decode after RCPT or DATA instead; header steps are not noted).
 BEFORE_HELO: Final = frozenset({"connect", "helo", "eom", "abort"})
 
 
