@@ -174,7 +174,8 @@ class Flow:
         dry_run = conn.settings.config.dry_run
         if isinstance(action, Reject | Defer) and not dry_run:
             self.refusing = action
-        self._count(decision, helo, mailfrom)
+        if self.metrics.reporting:
+            self._count(decision, helo, mailfrom)
         entry = RecipientDecision(argument, recipient_domain(argument), decision)
         transaction.decisions.append(entry)
         if dry_run:
@@ -295,9 +296,10 @@ class Flow:
             trace = Trace() if tracing else None
             return check(lookup, *args, trace=trace, prefetch=prefetch, **options)
 
-        self.metrics.check_started()
         future = self.runner.start(run, settings.lookup, settings.cached_lookup)
-        future.add_done_callback(self._finished)
+        if self.metrics.reporting:
+            self.metrics.check_started()
+            future.add_done_callback(self._finished)
         return future
 
     def _finished(self, done: CheckFuture) -> None:

@@ -39,6 +39,10 @@ DURATION_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 
 class Metrics:
     """What the milter reports; this base class reports nothing (metrics off)."""
 
+    # Whether anything is reported: with metrics off, the flow does not
+    # work out the labels of what it would report.
+    reporting = False
+
     def check_started(self) -> None:
         """A check was submitted."""
 
@@ -63,6 +67,8 @@ class Metrics:
 
 class PrometheusMetrics(Metrics):
     """Metrics kept with prometheus_client and served over HTTP."""
+
+    reporting = True
 
     def __init__(self, address: str, port: int) -> None:
         # Imported here: prometheus_client is needed only with metrics on.

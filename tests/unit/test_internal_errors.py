@@ -99,7 +99,7 @@ def test_accept_never_undoes_a_refusal_already_decided(
     def broken(*args: object) -> None:
         raise ZeroDivisionError("boom")
 
-    monkeypatch.setattr("spf_milter.flow.Flow._count", broken)
+    monkeypatch.setattr("spf_milter.flow.recipient_domain", broken)
     session = harness.session(client_ip=FAILING_CLIENT)
     code, reply = session.rcpt_replies[0]
     assert code == Milter.REJECT
