@@ -221,7 +221,10 @@ class Flow:
         envelope = transaction.envelope
         if transaction.skip is None and envelope is not None:
             helo, mailfrom = self.checks()
-            fields = header_fields(conn.settings.config, envelope, helo, mailfrom)
+            config = conn.settings.config
+            fields = header_fields(
+                config.headers, config.authserv_id, envelope, helo, mailfrom
+            )
             self._log_decisions(transaction, helo, mailfrom)
         return MessageEdits(removals, fields, transaction.quarantine)
 

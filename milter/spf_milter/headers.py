@@ -129,7 +129,7 @@ def render_received_spf(
     atoms += _separated(
         [f"{key}={_dot_atom_or_quoted(_clean(value))}" for key, value in pairs]
     )
-    return _fold([[atom] for atom in atoms], used=len(_RECEIVED_SPF_NAME), fold=fold)
+    return _fold_atoms(atoms, used=len(_RECEIVED_SPF_NAME), fold=fold)
 
 
 def render_authentication_results(
@@ -375,6 +375,27 @@ def _fold(groups: Sequence[Sequence[str]], *, used: int, fold: bool) -> str:
                 line += 1
             append(atom)
             line += len(atom)
+    return "".join(parts)
+
+
+def _fold_atoms(atoms: Sequence[str], *, used: int, fold: bool) -> str:
+    """Join atoms with a space, or FOLD where the line would grow too long.
+
+    _fold() with every atom a group of its own, without the groups.
+    """
+    width = FOLD_WIDTH if fold else MAX_LINE_OCTETS
+    parts = [atoms[0]]
+    append = parts.append
+    line = used + len(atoms[0])
+    for atom in atoms[1:]:
+        size = len(atom)
+        if line + 1 + size > width:
+            append(FOLD)
+            line = 1 + size
+        else:
+            append(" ")
+            line += 1 + size
+        append(atom)
     return "".join(parts)
 
 

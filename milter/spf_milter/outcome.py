@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from spf_milter.action import Accept, Defer, Quarantine, Reject, SmtpReply
-from spf_milter.config import DaemonConfig
+from spf_milter.config import HeaderConfig
 from spf_milter.headers import render_authentication_results, render_received_spf
 from spf_milter.policy import Decision, Facts, Policy, decide
 from spf_milter.session import Envelope, RecipientDecision
@@ -105,7 +105,8 @@ def decide_for(
 
 
 def header_fields(
-    config: DaemonConfig,
+    headers: HeaderConfig,
+    authserv_id: str,
     envelope: Envelope,
     helo: IdentityCheck | None,
     mailfrom: IdentityCheck | None,
@@ -117,23 +118,23 @@ def header_fields(
     postmaster@HELO (§2.4), so no verifier can take it for a HELO result.
     """
     fields: list[HeaderField] = []
-    if config.headers.authentication_results:
+    if headers.authentication_results:
         value = render_authentication_results(
-            authserv_id=config.authserv_id,
+            authserv_id=authserv_id,
             mailfrom=mailfrom.result if mailfrom else None,
             mailfrom_address=mail_from_sender(envelope.mail_from, envelope.helo),
             helo=helo.result if helo else None,
             helo_name=envelope.helo,
         )
         fields.append(HeaderField(AUTHENTICATION_RESULTS, value))
-    if config.headers.received_spf and mailfrom is not None:
+    if headers.received_spf and mailfrom is not None:
         value = render_received_spf(
             result=mailfrom.result,
             identity=Identity.MAILFROM,
             client_ip=envelope.client_ip,
             envelope_from=mailfrom.sender,
             helo=envelope.helo,
-            receiver=None if config.headers.hide_receiver else config.headers.receiver,
+            receiver=None if headers.hide_receiver else headers.receiver,
         )
         fields.append(HeaderField(RECEIVED_SPF, value))
     return tuple(fields)
