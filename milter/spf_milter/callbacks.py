@@ -453,31 +453,32 @@ def serve(
 
         return call
 
+    def counted_method(stage: str, method: str) -> Callable[..., int]:
+        # counted(), calling the connection's SpfMilter.<method> directly.
+        def call(context: Any, *args: Any) -> int:
+            last.stage, last.context = stage, context
+            bound: Callable[..., int] = getattr(context.getpriv(), method)
+            return traffic.call(bound, *args)
+
+        return call
+
     milter.set_connect_callback(counted("connect", Milter.connect_callback))
-    milter.set_helo_callback(
-        counted("helo", lambda ctx, host: ctx.getpriv().hello(host))
-    )
-    milter.set_envfrom_callback(
-        counted("envfrom", lambda ctx, *b: ctx.getpriv().envfrom_bytes(*b))
-    )
-    milter.set_envrcpt_callback(
-        counted("envrcpt", lambda ctx, *b: ctx.getpriv().envrcpt_bytes(*b))
-    )
-    # Not counted: header fields come inside a transaction, which a stop
-    # waits for anyway, and most of them are skipped at once (header_bytes).
+    milter.set_helo_callback(counted_method("helo", "hello"))
+    milter.set_envfrom_callback(counted_method("envfrom", "envfrom_bytes"))
+    milter.set_envrcpt_callback(counted_method("envrcpt", "envrcpt_bytes"))
+    # Not counted: header fields and their end come inside a transaction,
+    # which a stop waits for anyway, and most fields are skipped at once.
     milter.set_header_callback(lambda ctx, f, v: ctx.getpriv().header_bytes(f, v))
-    milter.set_eoh_callback(counted("eoh", lambda ctx: ctx.getpriv().eoh()))
-    milter.set_body_callback(
-        counted("body", lambda ctx, chunk: ctx.getpriv().body(chunk))
-    )
-    milter.set_eom_callback(counted("eom", lambda ctx: ctx.getpriv().eom()))
-    milter.set_abort_callback(counted("abort", lambda ctx: ctx.getpriv().abort()))
+    milter.set_eoh_callback(lambda ctx: ctx.getpriv().eoh())
+    milter.set_body_callback(counted_method("body", "body"))
+    milter.set_eom_callback(counted_method("eom", "eom"))
+    milter.set_abort_callback(counted_method("abort", "abort"))
     milter.set_close_callback(counted("close", Milter.close_callback))
     milter.setconn(socket_spec)
     milter.register(
         MILTER_NAME,
-        data=counted("data", lambda ctx: ctx.getpriv().data()),
-        unknown=counted("unknown", lambda ctx, cmd: ctx.getpriv().unknown(cmd)),
+        data=counted_method("data", "data"),
+        unknown=counted_method("unknown", "unknown"),
         negotiate=Milter.negotiate_callback,
     )
     milter.opensocket(True)  # True: remove a stale unix socket first
@@ -491,7 +492,8 @@ def serve(
 
 
 # The steps after which the MTA's next event may be a HELO (a header's name
-# fails to decode after RCPT or DATA instead; header steps are not noted).
+# fails to decode after RCPT or DATA instead; header steps are not noted,
+# nor the end of the header).
 BEFORE_HELO: Final = frozenset({"connect", "helo", "eom", "abort"})
 
 
