@@ -252,6 +252,11 @@ def test_install_upgrade_and_uninstall_keep_the_configuration(
     for sample in SAMPLES:
         assert (config / sample).is_file(), output
     assert "\nuser: spf-milter\n" in (config / "spf-milter.yaml").read_text()
+    # A member of postfix, for socket_group; the unit itself names no group,
+    # so it starts on a host without one (a Sendmail host).
+    assert "postfix:x:200:spf-milter\n" in (root / "etc" / "group").read_text()
+    unit = (root / "etc/systemd/system/spf-milter.service").read_text()
+    assert "SupplementaryGroups" not in unit
     checked = _run(
         root / "opt/spf-milter/bin/spf-milter",
         "check-config",
