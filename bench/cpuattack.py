@@ -107,13 +107,14 @@ class Bench:
         from spf_milter.dnsclient.resolver import DnsLookup, Nameserver
         from spf_milter.eventloop import EventLoop
         from spf_milter.runner import Prefetcher
-        from spf_milter.spf import Limits
+        from spf_milter.spf import Limits, Memo
 
         server = [Nameserver("127.0.0.1", port)]
         self.cached = DnsLookup(server, timeout=5.0, cache=DnsCache())
         self.uncached = DnsLookup(server, timeout=5.0)
         self.limits = Limits(time_limit=20.0)
         self.prefetcher = Prefetcher()  # as the daemon's checks prefetch
+        self.memo = Memo()  # and share one memo of parsed records
         self.loop = EventLoop()
         self.loop.start()
         self.generation = iter(range(1, 10**9))
@@ -132,6 +133,7 @@ class Bench:
                 f"user@{domain}",
                 limits=self.limits,
                 prefetch=self.prefetcher,
+                memo=self.memo,
             )
         )
 

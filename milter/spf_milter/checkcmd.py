@@ -25,7 +25,7 @@ from spf_milter.outcome import describe_action, reply_of
 from spf_milter.runner import CheckRunner
 from spf_milter.service import make_cache, make_settings
 from spf_milter.session import Skip
-from spf_milter.spf import Identity, Limits, Lookup, Trace
+from spf_milter.spf import Identity, Limits, Lookup, Memo, Trace
 from spf_milter.verify import (
     IdentityCheck,
     check_helo,
@@ -64,6 +64,7 @@ async def _check(
         "receiver": args.receiver,
         "limits": limits,
         "trace": trace,
+        "memo": Memo(),  # this run's: a record met twice is parsed once
     }
     if identity is Identity.HELO:
         return await check_helo(lookup, args.ip, args.helo, **common)

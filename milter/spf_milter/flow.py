@@ -292,6 +292,7 @@ class Flow:
         options = {
             "receiver": settings.config.headers.receiver,
             "limits": settings.limits,
+            "memo": self.runner.memo,
         }
         tracing = self.tracing
 

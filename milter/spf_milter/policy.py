@@ -110,7 +110,7 @@ def parse_domain_name(name: str) -> str:
     """Return ``name`` in lower case, without a trailing dot, as A-labels.
 
     Raise ValueError saying what is wrong if it is not a domain name: a
-    policy key must be one. (spf.names.normalise_domain answers None
+    policy key must be one. (spf.Memo.normalise_domain answers None
     instead, for RFC 7208 §4.3.) IDNA conversion is Python's (IDNA 2003),
     the only one in the stdlib.
     """

@@ -12,7 +12,9 @@ computation runs, so that neither the engine nor the milter glue has to:
 
 A ``CheckRunner`` is an object the transaction flow is given (one per
 service, one per ``spf-milter check --config`` run): what waits in the
-background is bounded per runner, not by module-level state.
+background is bounded per runner, not by module-level state, and the
+engine's memo of parsed records and names (spf.Memo) is the runner's, so
+it lives as long as the service and stays warm across reloads.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from typing import Any, Final, Generic, TypeVar
 
 from spf_milter.dnsclient.cache import NotCached
 from spf_milter.eventloop import EventLoop
-from spf_milter.spf import Lookup
+from spf_milter.spf import Lookup, Memo
 from spf_milter.spf.eager import resume
 from spf_milter.spf.lookup import Prefetch
 
@@ -140,11 +142,21 @@ class Prefetcher:
 
 
 class CheckRunner:
-    """Run checks from the cache at once, or on the shared event loop."""
+    """Run checks from the cache at once, or on the shared event loop.
 
-    def __init__(self, loop: EventLoop, prefetcher: Prefetcher | None = None) -> None:
+    ``memo`` is for the checks to give check_host(): the runner keeps it,
+    whatever runs them.
+    """
+
+    def __init__(
+        self,
+        loop: EventLoop,
+        prefetcher: Prefetcher | None = None,
+        memo: Memo | None = None,
+    ) -> None:
         self.loop = loop
         self.prefetcher = prefetcher if prefetcher is not None else Prefetcher()
+        self.memo = memo if memo is not None else Memo()
 
     def start(
         self, check: Check[T], lookup: Lookup, cached: Lookup | None

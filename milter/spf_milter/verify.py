@@ -11,7 +11,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from spf_milter.spf import CheckResult, Identity, Limits, Lookup, Trace, check_host
+from spf_milter.spf import (
+    CheckResult,
+    Identity,
+    Limits,
+    Lookup,
+    Memo,
+    Trace,
+    check_host,
+)
 from spf_milter.spf.address import IPAddress
 from spf_milter.spf.limits import DEFAULT_LIMITS
 from spf_milter.spf.lookup import Prefetch
@@ -59,6 +67,7 @@ async def check_helo(
     limits: Limits = DEFAULT_LIMITS,
     trace: Trace | None = None,
     prefetch: Prefetch | None = None,
+    memo: Memo | None = None,
 ) -> IdentityCheck:
     """Check the HELO identity (§2.3); an address literal gives "none"."""
     sender = f"postmaster@{helo}"
@@ -73,6 +82,7 @@ async def check_helo(
         limits=limits,
         trace=trace,
         prefetch=prefetch,
+        memo=memo,
     )
     elapsed = _ms_since(started)
     return IdentityCheck(Identity.HELO, sender, result, elapsed, trace)
@@ -88,6 +98,7 @@ async def check_mail_from(
     limits: Limits = DEFAULT_LIMITS,
     trace: Trace | None = None,
     prefetch: Prefetch | None = None,
+    memo: Memo | None = None,
 ) -> IdentityCheck:
     """Check the MAIL FROM identity (§2.4); ``address`` "" is the null sender."""
     sender = mail_from_sender(address, helo)
@@ -103,6 +114,7 @@ async def check_mail_from(
         limits=limits,
         trace=trace,
         prefetch=prefetch,
+        memo=memo,
     )
     elapsed = _ms_since(started)
     return IdentityCheck(Identity.MAILFROM, sender, result, elapsed, trace)

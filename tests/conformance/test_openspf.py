@@ -5,7 +5,9 @@ FakeLookup; through ``spf-milter check --json`` talking over UDP/TCP to a
 real DNS server on loopback that serves the same scenario; and through the
 daemon's way of asking, a cached DnsLookup with prefetching, over that
 server, whose result and counts must equal the in-memory ones. The suites live in
-tests/openspf (see its README for the format and conventions).
+tests/openspf (see its README for the format and conventions). The checks of
+each run share one memo of parsed records, as the daemon's checks share its
+runner's: an answer parsed for one case is the answer for the next.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from spf_milter import cli
 from spf_milter.dnsclient.cache import DnsCache
 from spf_milter.dnsclient.resolver import DnsLookup, Nameserver
 from spf_milter.runner import Prefetcher
-from spf_milter.spf import Limits
+from spf_milter.spf import Limits, Memo
 from spf_milter.verify import IdentityCheck, check_mail_from
 
 SUITE_DIR = Path(__file__).resolve().parents[1] / "openspf"
@@ -109,8 +111,13 @@ def _sender_and_domain(case: Case) -> tuple[str, str]:
     return address, address.rpartition("@")[2]
 
 
+@pytest.fixture(scope="module")
+def memo() -> Memo:
+    return Memo()
+
+
 def _check(
-    case: Case, lookup: Any, prefetch: Prefetcher | None = None
+    case: Case, lookup: Any, memo: Memo, prefetch: Prefetcher | None = None
 ) -> IdentityCheck:
     return asyncio.run(
         check_mail_from(
@@ -120,13 +127,14 @@ def _check(
             case.spec["helo"],
             limits=SUITE_LIMITS,
             prefetch=prefetch,
+            memo=memo,
         )
     )
 
 
 @pytest.mark.parametrize("case", CASES)
-def test_in_memory(case: Case) -> None:
-    checked = _check(case, FakeLookup(Zone.from_openspf(case.zonedata)))
+def test_in_memory(case: Case, memo: Memo) -> None:
+    checked = _check(case, FakeLookup(Zone.from_openspf(case.zonedata)), memo)
     result = checked.result
     assert str(result.result) in case.results, result
     if "explanation" in case.spec and str(result.result) == "fail":
@@ -178,7 +186,9 @@ def test_over_dns_with_spf_milter_check(
 
 @pytest.mark.integration
 @pytest.mark.parametrize("case", CASES)
-def test_over_dns_cached_with_prefetch(case: Case, suite_server: DnsServer) -> None:
+def test_over_dns_cached_with_prefetch(
+    case: Case, suite_server: DnsServer, memo: Memo
+) -> None:
     zone = Zone.from_openspf(case.zonedata)
     suite_server.zone = zone
     lookup = DnsLookup(
@@ -186,8 +196,8 @@ def test_over_dns_cached_with_prefetch(case: Case, suite_server: DnsServer) -> N
         timeout=query_timeout(case),
         cache=DnsCache(),
     )
-    result = _check(case, lookup, Prefetcher()).result
-    expected = _check(case, FakeLookup(zone)).result
+    result = _check(case, lookup, memo, Prefetcher()).result
+    expected = _check(case, FakeLookup(zone), Memo.keeping_nothing()).result
     assert str(result.result) in case.results, result
     # The problem of a temperror names the DNS failure, which differs.
     assert dataclasses.replace(result, problem=None) == dataclasses.replace(

@@ -2,8 +2,9 @@
 
 A zone owner chooses how large each record is (one TCP answer holds 64 kB)
 and how many distinct ones a client makes us see (one per MAIL FROM). The
-DNS cache and the memo of parsed records must hold their bytes whatever the
-count; this test feeds them many distinct records of the largest size.
+DNS cache and the memo of parsed records (spf.Memo, as the daemon's runner
+holds one) must hold their bytes whatever the count; this test feeds them
+many distinct records of the largest size.
 """
 
 from __future__ import annotations
@@ -20,8 +21,8 @@ from helpers.dnsserver import DnsServer
 from helpers.dnszone import Zone
 from spf_milter.dnsclient.cache import DnsCache
 from spf_milter.dnsclient.resolver import DnsLookup, Nameserver
-from spf_milter.spf import Limits, SpfResult, check_host
-from spf_milter.spf.record import RECORD_MEMO_BYTES, select_record
+from spf_milter.spf import Limits, Memo, SpfResult, check_host
+from spf_milter.spf.memo import RECORD_MEMO_BYTES
 
 pytestmark = pytest.mark.integration
 
@@ -59,17 +60,18 @@ def test_distinct_records_of_64_kb_stay_within_the_byte_bounds(
     cache = DnsCache(max_bytes=CACHE_BYTES)
     lookup = DnsLookup([Nameserver("127.0.0.1", server.port)], timeout=5, cache=cache)
     limits = Limits(time_limit=10)
+    memo = Memo()
 
     async def run() -> list[SpfResult]:
         results = []
         for n in range(RECORDS):
             domain = f"n{n}.big.test"
             checked = await check_host(
-                lookup, CLIENT, domain, f"a@{domain}", limits=limits
+                lookup, CLIENT, domain, f"a@{domain}", limits=limits, memo=memo
             )
             results.append(checked.result)
             assert cache.bytes <= CACHE_BYTES
-            assert select_record.bytes <= RECORD_MEMO_BYTES
+            assert memo.records.bytes <= RECORD_MEMO_BYTES
         return results
 
     before = _rss()
@@ -77,4 +79,4 @@ def test_distinct_records_of_64_kb_stay_within_the_byte_bounds(
     assert results == [SpfResult.PASS] * RECORDS
     assert _rss() - before < RSS_GROWTH_BOUND
     assert len(cache) < RECORDS
-    assert len(select_record) < RECORDS
+    assert len(memo.records) < RECORDS

@@ -366,6 +366,27 @@ def test_config_fixture_is_valid(tmp_path: Path) -> None:
     )
 
 
+def test_the_checks_of_every_connection_share_one_memo_across_reloads(
+    tmp_path: Path,
+) -> None:
+    # The memo of parsed records is the runner's: one per service, like
+    # the DNS cache kept warm across a reload, never the module's.
+    (tmp_path / "spf-milter.yaml").write_text(CONFIG + "  nameservers: [127.0.0.1]\n")
+    (tmp_path / "policy.yaml").write_text(POLICY)
+    harness = MilterHarness(tmp_path / "spf-milter.yaml", Zone.from_text(ZONE))
+    try:
+        service = harness.service
+        memo = service.runner.memo
+        harness.session(helo="mail.example.net", mail_from="alice@example.net")
+        assert len(memo.records) == 2  # mail.example.net and example.net
+        harness.session(helo="mail.example.net", mail_from="bob@example.net")
+        assert len(memo.records) == 2
+        assert service.reload()
+        assert service.runner.memo is memo
+    finally:
+        harness.close()
+
+
 def test_negotiation_asks_the_mta_for_the_macros_we_read(
     harness: MilterHarness,
 ) -> None:

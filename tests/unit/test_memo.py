@@ -8,10 +8,16 @@ from collections.abc import Callable
 
 import pytest
 
-from spf_milter.spf.explain import parse_explain_string
+from spf_milter.spf.errors import PermError
 from spf_milter.spf.macro import parse_macro_string
-from spf_milter.spf.memo import SizedMemo, text_cost
-from spf_milter.spf.record import RECORD_MEMO_BYTES, parse_record, select_record
+from spf_milter.spf.memo import (
+    EXPLAIN_MEMO_BYTES,
+    RECORD_MEMO_BYTES,
+    Memo,
+    SizedMemo,
+    text_cost,
+)
+from spf_milter.spf.record import parse_record
 
 MAX_RECORD = 65_000
 
@@ -89,17 +95,46 @@ def test_a_memo_does_not_keep_an_entry_of_more_than_a_quarter_of_it() -> None:
 
 def test_distinct_large_records_stay_within_the_record_memo() -> None:
     """100 distinct 63 kB records took 470 MB in a memo bounded by count."""
+    memo = Memo()
     for n in range(30):
         body = b" ".join([b"mx:%{d}.x"] * 6_300)
-        select_record((b"v=spf1 exists:n%d.example " % n + body,))
-        assert select_record.bytes <= RECORD_MEMO_BYTES
-    assert 0 < len(select_record) < 30
+        memo.records((b"v=spf1 exists:n%d.example " % n + body,))
+        assert memo.records.bytes <= RECORD_MEMO_BYTES
+    assert 0 < len(memo.records) < 30
 
 
 def test_distinct_explanations_stay_within_their_memo() -> None:
-    from spf_milter.spf.explain import EXPLAIN_MEMO_BYTES, _parse_explain_string
-
+    memo = Memo()
     for n in range(40):  # 40 of 3 kB cost 10 MB: more than the bound
-        parse_explain_string(f"{n} " + "%{s} " * 600)
-        assert _parse_explain_string.bytes <= EXPLAIN_MEMO_BYTES
-    assert 0 < len(_parse_explain_string) < 40
+        memo.explain_string(f"{n} " + "%{s} " * 600)
+        assert memo.explanations.bytes <= EXPLAIN_MEMO_BYTES
+    assert 0 < len(memo.explanations) < 40
+
+
+def test_a_memo_gives_what_parsing_gives_and_keeps_it() -> None:
+    memo = Memo()
+    answer = (b"other text", b"v=spf1 a -all")
+    record = memo.records(answer)
+    assert record == parse_record(b"v=spf1 a -all")
+    assert memo.records(answer) is record
+    error = memo.records((b"v=spf1 a", b"v=spf1 mx"))
+    assert isinstance(error, PermError)
+    assert error.problem == "2 SPF records, not one"
+    assert memo.normalise_domain("Example.ORG.") == "Example.ORG"
+    assert memo.normalise_domain("b\u00fccher.example") == "xn--bcher-kva.example"
+    assert memo.normalise_domain("x" * 254) is None
+    assert memo.is_queryable("a.example")
+    assert not memo.is_queryable("a..example")
+    assert not memo.is_queryable("a" * 64 + ".example")
+    with pytest.raises(PermError):
+        memo.explain_string("%{z}")
+
+
+def test_a_memo_keeping_nothing_parses_every_time() -> None:
+    memo = Memo.keeping_nothing()
+    answer = (b"v=spf1 a -all",)
+    assert memo.records(answer) == memo.records(answer)
+    assert memo.records(answer) is not memo.records(answer)
+    assert memo.normalise_domain("example.org") == "example.org"
+    memo.explain_string("%{s}")
+    assert (len(memo.records), len(memo.explanations)) == (0, 0)

@@ -18,11 +18,7 @@ from typing import Any, Final, TypeVar
 from spf_milter.spf.address import IPAddress, unmapped
 from spf_milter.spf.eager import gather_eagerly, run_eagerly
 from spf_milter.spf.errors import PermError, SpfError, TempError
-from spf_milter.spf.explain import (
-    fetch_explanation,
-    parse_explain_string,
-    sanitise_explanation,
-)
+from spf_milter.spf.explain import fetch_explanation, sanitise_explanation
 from spf_milter.spf.limits import DEFAULT_LIMITS, Limits
 from spf_milter.spf.lookup import DnsAnswerTooLarge, DnsError, Lookup, Prefetch
 from spf_milter.spf.macro import (
@@ -32,12 +28,8 @@ from spf_milter.spf.macro import (
     expand_head,
     truncate_domain,
 )
-from spf_milter.spf.names import (
-    client_macros,
-    is_queryable,
-    normalise_domain,
-    query_name,
-)
+from spf_milter.spf.memo import Memo
+from spf_milter.spf.names import client_macros, query_name
 from spf_milter.spf.record import (
     A,
     All,
@@ -51,7 +43,6 @@ from spf_milter.spf.record import (
     Qualifier,
     Record,
     is_spf_record,
-    select_record,
 )
 from spf_milter.spf.result import CheckResult, SpfResult
 from spf_milter.spf.trace import Trace, TracedLookup, printable
@@ -118,6 +109,7 @@ async def check_host(
     trace: Trace | None = None,
     clock: Callable[[], float] = time.time,
     prefetch: Prefetch | None = None,
+    memo: Memo | None = None,
 ) -> CheckResult:
     """Return the SPF result of ``domain`` for a message from ``ip`` (§4).
 
@@ -126,11 +118,17 @@ async def check_host(
     Never raises for anything the DNS or the record holds. ``prefetch``,
     outside the RFC, may warm ``lookup``'s cache (see _Check.prefetch); a
     traced check never prefetches, so that its trace reads in RFC order.
+    ``memo`` keeps parsed records, explanations and names for the next
+    checks (memo.py); without one, each is parsed every time.
     """
     if trace is not None:
         lookup = TracedLookup(lookup, trace)
         prefetch = None
-    check = _Check(lookup, ip, sender, helo, receiver, limits, trace, clock, prefetch)
+    if memo is None:
+        memo = Memo.keeping_nothing()
+    check = _Check(
+        lookup, ip, sender, helo, receiver, limits, trace, clock, prefetch, memo
+    )
     try:
         outcome = await run_eagerly(
             check.evaluate(domain, explain=True), limits.time_limit
@@ -159,6 +157,7 @@ class _Check:
         "is_v4",
         "limits",
         "lookup",
+        "memo",
         "prefetched",
         "prefetcher",
         "receiver",
@@ -179,6 +178,7 @@ class _Check:
         trace: Trace | None,
         clock: Callable[[], float],
         prefetcher: Prefetch | None,
+        memo: Memo,
     ) -> None:
         if isinstance(ip, ipaddress.IPv6Address):
             ip = unmapped(ip)  # §5: an IPv4-mapped client is matched as IPv4
@@ -196,6 +196,7 @@ class _Check:
         self.records = 0
         self.prefetched = 0
         self.prefetcher = prefetcher
+        self.memo = memo
         self.sender = sender
         self.helo = helo
         self.receiver = receiver
@@ -234,7 +235,7 @@ class _Check:
 
     async def evaluate(self, domain: str, *, explain: bool) -> _Outcome:
         """Evaluate ``domain``'s record; NONE when it has none (§4.3, §4.5)."""
-        name = normalise_domain(domain)
+        name = self.memo.normalise_domain(domain)
         if name is None:
             self.note(f"{printable(domain)} is not a valid domain: none")
             return _Outcome(SpfResult.NONE)
@@ -276,6 +277,7 @@ class _Check:
         except DnsError as error:
             raise dns_failure(error) from None
         self.count_records(len(texts))
+        select_record = self.memo.records  # a local: see memo.Memo
         record = select_record(tuple(texts))
         if self.trace is not None:
             self.trace_record(name, texts)
@@ -308,7 +310,7 @@ class _Check:
             if fetch is None:
                 continue
             target = name if spec is None else self.target_now(spec, name)
-            if target is None or not is_queryable(target):
+            if target is None or not self.memo.is_queryable(target):
                 continue
             if not prefetcher.start(fetch(target)):
                 return  # too many prefetches wait already: evaluate as usual
@@ -432,7 +434,8 @@ class _Check:
             # §4.6.4: more than 10 MX names is a permerror, not a truncation.
             raise PermError(f"{domain} has {len(exchanges)} MX records, more than 10")
         # RFC 7505: a null MX ("." as the exchange) has no addresses.
-        hosts = [host for host in exchanges if is_queryable(host)]
+        memo = self.memo
+        hosts = [host for host in exchanges if memo.is_queryable(host)]
         fetch = self.fetch_address
         # The hosts' addresses are independent: ask for them all at once, then
         # read the answers in order, as a left-to-right evaluation would.
@@ -529,7 +532,7 @@ class _Check:
         A name that cannot exist in the DNS (an empty or overlong label after
         macro expansion) is not sent: it has no records.
         """
-        if not is_queryable(name):
+        if not self.memo.is_queryable(name):
             self.note(f"{printable(name)} is not a valid DNS name: no records")
             return []
         try:
@@ -609,9 +612,11 @@ class _Check:
             except SpfError as error:  # a %{p} lookup went wrong
                 self.note(f"exp: {error.problem}, using the default")
             else:
-                explain_string = await fetch_explanation(self.lookup, domain, self.note)
+                explain_string = await fetch_explanation(
+                    self.lookup, domain, self.note, self.memo.explain_string
+                )
         if explain_string is None:
-            explain_string = parse_explain_string(self.limits.default_explanation)
+            explain_string = self.memo.explain_string(self.limits.default_explanation)
         # Only the start of the text is kept: expand no more than can be.
         limit = _EXPANDED_EXPLANATION * self.limits.max_explanation_length
         context = await self.full_context(explain_string, name)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import ipaddress
 from typing import Final
 
@@ -13,27 +12,15 @@ MAX_NAME_LENGTH: Final = 253  # RFC 1035 §2.3.4, in presentation form
 MAX_LABEL_LENGTH: Final = 63
 
 
-# The memos below keep names of at most MAX_NAME_LENGTH + 1 characters (a
-# longer name is refused before them): 4,096 entries each, under 2 MiB.
-MEMO_ENTRIES: Final = 4096
-
-
-def normalise_domain(domain: str) -> str | None:
-    """Return ``domain`` ready for check_host(), or None if it is malformed.
+def normalise_name(name: str) -> str | None:
+    """Return ``name`` ready for check_host(), or None if it is malformed.
 
     §4.3: a malformed domain (a label longer than 63 characters, an empty
     label, an address literal) or a single-label one gives "none".
     Internationalised names are turned into A-labels (§4.3, RFC 5890).
+    ``name`` has no trailing dot and at most MAX_NAME_LENGTH characters
+    (Memo.normalise_domain sees to both, before its memo of this).
     """
-    name = domain[:-1] if domain.endswith(".") else domain
-    # An A-label is no shorter than its U-label: a longer name cannot fit.
-    if len(name) > MAX_NAME_LENGTH:
-        return None
-    return _normalise_name(name)
-
-
-@functools.lru_cache(maxsize=MEMO_ENTRIES)
-def _normalise_name(name: str) -> str | None:
     if not name.isascii():
         try:
             name = name.encode("idna").decode("ascii")
@@ -51,11 +38,11 @@ def is_queryable(name: str) -> bool:
     """Return whether ``name`` (no trailing dot) can exist in the DNS."""
     if not name or len(name) > MAX_NAME_LENGTH:
         return False
-    return _labels_fit(name)
+    return labels_fit(name)
 
 
-@functools.lru_cache(maxsize=MEMO_ENTRIES)
-def _labels_fit(name: str) -> bool:
+def labels_fit(name: str) -> bool:
+    """Return whether every label of ``name`` has 1 to 63 characters."""
     return all(0 < len(label) <= MAX_LABEL_LENGTH for label in name.split("."))
 
 

@@ -16,11 +16,8 @@ from typing import Final
 
 from spf_milter.spf.errors import PermError, shown
 from spf_milter.spf.macro import MacroString, parse_macro_string
-from spf_milter.spf.memo import SizedMemo, text_cost
 
 VERSION: Final = "v=spf1"
-# The parsed records kept, at most (an estimate of their memory, memo.py).
-RECORD_MEMO_BYTES: Final = 32 * 1024 * 1024
 
 # Every pattern below runs in time linear in its input: a record comes from
 # anyone's DNS, up to 64 kB of it, and one regex call holds the GIL (no
@@ -138,7 +135,13 @@ def is_spf_record(text: bytes) -> bool:
     return text[:6].lower() == b"v=spf1" and (len(text) == 6 or text[6:7] == b" ")
 
 
-def _select_record(texts: tuple[bytes, ...]) -> Record | PermError | None:
+def select_record(texts: tuple[bytes, ...]) -> Record | PermError | None:
+    """Return the one SPF record among a name's TXT records (§4.5), parsed.
+
+    None when there is none; a PermError, returned rather than raised, for
+    several or for a syntax error: it is as much the answer as a record,
+    and a memo of this function (memo.py) keeps it as one.
+    """
     records = [text for text in texts if is_spf_record(text)]
     if not records:
         return None
@@ -148,18 +151,6 @@ def _select_record(texts: tuple[bytes, ...]) -> Record | PermError | None:
         return parse_record(records[0])
     except PermError as error:
         return error
-
-
-def _answer_cost(texts: tuple[bytes, ...]) -> int:
-    return text_cost(sum(len(text) for text in texts))
-
-
-# select_record(texts): the one SPF record among a name's TXT records
-# (§4.5), parsed; None when there is none, a PermError for several or for a
-# syntax error. A memo of a pure function: records are immutable and most
-# senders use the same few, so a warm check pays one dict lookup. Bounded
-# in bytes: each answer counts as text_cost() of all its TXT texts.
-select_record: Final = SizedMemo(_select_record, _answer_cost, RECORD_MEMO_BYTES)
 
 
 def parse_record(raw: bytes) -> Record:
