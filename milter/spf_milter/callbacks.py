@@ -54,6 +54,7 @@ REJECT: Final[int] = Milter.REJECT
 TEMPFAIL: Final[int] = Milter.TEMPFAIL
 ACCEPT: Final[int] = Milter.ACCEPT
 NOREPLY: Final[int] = Milter.NOREPLY
+ALL_OPTS: Final[int] = Milter.ALL_OPTS  # negotiate: take what the MTA offers
 # The header fields the flow reads (Flow.header): the others are skipped.
 RESULT_FIELDS: Final = frozenset(
     name.lower() for name in (AUTHENTICATION_RESULTS, RECEIVED_SPF)
@@ -174,10 +175,14 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         """
         plan = self.negotiation
         actions, offered = opts[0], opts[1]
+        try:
+            if actions & Milter.SETSYMLIST:
+                for stage, names in plan.macros:
+                    self._ctx.setsymlist(stage, names)
+        except Exception:  # libmilter then negotiates all steps: safe, slower
+            log.exception("could not ask for macros: the MTA sends its own")
+            return ALL_OPTS
         self._actions = actions
-        if actions & Milter.SETSYMLIST:
-            for stage, names in plan.macros:
-                self._ctx.setsymlist(stage, names)
         opts[1] = self._protocol = offered & ~plan.protocol_mask
         opts[2] = opts[3] = 0
         return CONTINUE

@@ -411,3 +411,16 @@ def test_client_address_from_the_macro_when_the_mta_gives_none(
     milter: SpfMilter = ctx.getpriv()
     assert milter.flow is not None
     assert str(milter.flow.conn.client_ip) == "2001:db8::10"
+
+
+def test_a_failed_macro_request_falls_back_to_every_step(
+    harness: MilterHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Refusing(RecordingCtx):  # type: ignore[misc]
+        def setsymlist(self, stage: int, macros: str) -> None:
+            raise RuntimeError("refused")
+
+    ctx = Refusing()
+    with harness.factory(), caplog.at_level("ERROR"):
+        assert ctx._negotiate() == Milter.ALL_OPTS
+    assert "could not ask for macros" in caplog.text
