@@ -376,12 +376,11 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         step = self.pending_error
         if step is None:
             return None
-        on_error = self.service.settings.config.on_error
-        verdict = error_verdict(self.flow, step, on_error)
+        verdict = self._error_verdict(step)
         if isinstance(verdict, Continue):
             self.pending_error = None
             return None
-        return self._answer(verdict)
+        return self._tell_error(verdict)
 
     def _forget_transaction_error(self) -> None:
         """Forget the error of an ended transaction (RSET, MAIL FROM, its end)."""
@@ -397,12 +396,17 @@ class SpfMilter(Milter.Base):  # type: ignore[misc]
         )
         conn_log.exception("internal error in %s", callback)
 
-    def internal_error(self, callback: str, *, logged: bool = False) -> int:
+    def internal_error(self, callback: str) -> int:
         """Log the exception being handled and answer the Flow's error verdict."""
-        if not logged:
-            self.log_error(callback)
-        on_error = self.service.settings.config.on_error
-        verdict = error_verdict(self.flow, callback, on_error)
+        self.log_error(callback)
+        return self._tell_error(self._error_verdict(callback))
+
+    def _error_verdict(self, step: str) -> Verdict:
+        """Return the Flow's answer to an internal error in ``step`` (on_error)."""
+        return error_verdict(self.flow, step, self.service.settings.config.on_error)
+
+    def _tell_error(self, verdict: Verdict) -> int:
+        """Tell the MTA an error verdict; if its reply cannot be set, still refuse."""
         try:
             return self._answer(verdict)
         except Exception:
