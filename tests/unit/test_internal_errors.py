@@ -141,6 +141,19 @@ def _broken(*args: object) -> None:
     raise ZeroDivisionError("boom")
 
 
+def _break_mail_from_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make the first MAIL FROM step fail, in the adapter, before the Flow."""
+    real = Milter.Base.getsymval
+    calls = iter(["broken"])
+
+    def broken_once(self: Milter.Base, name: str) -> object:
+        if name == "{auth_authen}" and next(calls, None):
+            raise ZeroDivisionError("boom")
+        return real(self, name)
+
+    monkeypatch.setattr(Milter.Base, "getsymval", broken_once)
+
+
 @pytest.mark.parametrize("step", ["hello", "mail_from"])
 def test_an_error_in_a_step_without_reply_tempfails_every_recipient(
     harness: MilterHarness,
@@ -166,15 +179,7 @@ def test_accept_steps_aside_for_an_error_at_mail_from(
 ) -> None:
     """The recipients go on; a message with no transaction to note its
     header fields in is deferred at its end rather than passed unchecked."""
-    real = Milter.Base.getsymval
-    calls = iter(["broken"])
-
-    def broken_once(self: Milter.Base, name: str) -> object:
-        if name == "{auth_authen}" and next(calls, None):
-            raise ZeroDivisionError("boom")
-        return real(self, name)
-
-    monkeypatch.setattr(Milter.Base, "getsymval", broken_once)
+    _break_mail_from_once(monkeypatch)
     session = harness.session(headers=[FORGED])
     assert session.rcpt_replies[0][0] == Milter.CONTINUE
     assert session.replies["eom"] == Milter.TEMPFAIL
@@ -186,15 +191,7 @@ def test_an_error_at_mail_from_ends_with_its_transaction(
     """A refused transaction's error does not follow the next one (RSET)."""
     from helpers.harness import RecordingCtx
 
-    calls = iter(["broken"])
-    real = Milter.Base.getsymval
-
-    def broken_once(self: Milter.Base, name: str) -> object:
-        if name == "{auth_authen}" and next(calls, None):
-            raise ZeroDivisionError("boom")
-        return real(self, name)
-
-    monkeypatch.setattr(Milter.Base, "getsymval", broken_once)
+    _break_mail_from_once(monkeypatch)
     harness.with_settings(on_error=OnError.TEMPFAIL)
     ctx = RecordingCtx()
     try:
